@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from orchestrator.yamlio import safe_load
 from trainables.errors import HpoError
 
 _PATH = re.compile(r"^[A-Za-z_][\w\-]*(\.[A-Za-z_0-9][\w\-]*)*$")
@@ -25,7 +26,7 @@ def parse_override(item: str) -> tuple[tuple[str, ...], Any]:
     if not sep or not _PATH.match(key):
         raise HpoError(f"--set '{item}': expected PATH=VALUE with a dotted PATH, e.g. --set trial.workers=4")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise HpoError(f"--set '{item}': the value is not valid YAML ({problem}); quote it") from None

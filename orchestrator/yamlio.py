@@ -8,6 +8,7 @@ YAML silently resolves to the last one, are errors.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,33 @@ import yaml
 from trainables.errors import HpoError
 
 Loc = tuple[str | int, ...]
+
+
+class SafeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``1e-3`` as a float.
+
+    PyYAML follows YAML 1.1, where a float needs a dot (``1.0e-3``) and ``1e-3`` is a *string*; people
+    write learning rates as ``1e-3``, so we use the YAML 1.2 rule.
+    """
+
+
+SafeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def safe_load(text: str) -> Any:
+    """Parse YAML text with :class:`SafeLoader` (no line map)."""
+    return yaml.load(text, Loader=SafeLoader)
 
 
 def format_loc(loc: Sequence[str | int]) -> str:
@@ -83,8 +111,8 @@ def parse_yaml(text: str, path: Path | str) -> LoadedYaml:
     """Parse YAML text (safe loader) into data plus a line map; syntax errors become :class:`HpoError`."""
     path = Path(path)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=SafeLoader)
+        data = safe_load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
