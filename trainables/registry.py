@@ -24,8 +24,6 @@ from trainables.errors import HpoError
 #: Built-in workloads: registry name -> module path. The module name is the registry key.
 BUILTIN_WORKLOADS: dict[str, str] = {
     "lhc_cnn": "trainables.lhc_cnn",
-    "cosmoflow": "trainables.cosmoflow",
-    "cosmogan": "trainables.cosmogan",
 }
 
 ENTRY_POINT_GROUP = "hpo.workloads"
@@ -76,5 +74,9 @@ def check_workload(name: str) -> None:
 
 
 def load_workload(name: str) -> ModuleType:
-    """Import and return the workload module named ``name``."""
-    return importlib.import_module(workload_module_path(name))
+    """Import the workload module named ``name`` and check that it has a workload's face."""
+    from trainables.workload import check_face
+
+    module = importlib.import_module(workload_module_path(name))
+    check_face(module)
+    return module

@@ -250,7 +250,7 @@ def test_unknown_scheduler(write_campaign: Callable[..., Path], capsys: pytest.C
 def test_unknown_workload(write_campaign: Callable[..., Path], capsys: pytest.CaptureFixture[str]) -> None:
     expect_error(
         write_campaign, capsys, VALID.replace("name: lhc_cnn", "name: resnet"),
-        "campaign.yaml:3: workload.name: unknown workload 'resnet'; valid names are lhc_cnn, cosmoflow, cosmogan",
+        "campaign.yaml:3: workload.name: unknown workload 'resnet'; valid names are lhc_cnn",
     )
 
 

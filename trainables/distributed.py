@@ -1,0 +1,227 @@
+"""Distributed state: the ONLY module that imports Horovod (STYLE.md, convention 5).
+
+Horovod is the part of the stack most likely to be replaced, so everything else talks to this small
+interface: :func:`init`, :func:`rank`/:func:`size`/:func:`local_rank`, :func:`distributed_tape`,
+:func:`broadcast_variables`, :func:`allreduce_metrics`, :func:`barrier`, and two launchers:
+:func:`run_local` (N Gloo ranks on this machine, for ``hpo train``) and :class:`RayWorkers` (ranks as
+Ray actors in the current placement group, for campaigns).
+
+Everything works with world size 1 and no launcher: :func:`init` then initialises a one-rank Horovod
+(Gloo), so the same training code runs under ``python script.py``, ``hpo train --workers N`` and Ray.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import trainables  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+from trainables.errors import HpoError, TrialError
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+_initialised = False
+
+
+def _hvd() -> Any:
+    import horovod.tensorflow as hvd
+
+    return hvd
+
+
+def init(threads: int | None = None) -> None:
+    """Initialise Horovod and TensorFlow's threading for this rank (idempotent).
+
+    Args:
+        threads: TensorFlow intra-op threads, i.e. the cores this rank owns. Two single-threaded ranks
+            beat one two-threaded rank on a 2-core node (STACK.md), so campaigns pass
+            ``cpus_per_worker``. Inter-op parallelism is set to 1. Must run before any TensorFlow op.
+    """
+    global _initialised
+    if _initialised:
+        return
+    import tensorflow as tf
+
+    if threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:
+            pass  # TensorFlow already ran an op in this process (a warm worker): keep its settings
+    hvd = _hvd()
+    hvd.init()
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        gpu = gpus[hvd.local_rank() % len(gpus)]
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+            tf.config.set_visible_devices(gpu, "GPU")
+        except RuntimeError:
+            pass
+    _initialised = True
+
+
+def rank() -> int:
+    """This rank's index (0 when Horovod is not initialised)."""
+    return int(_hvd().rank()) if _initialised else 0
+
+
+def size() -> int:
+    """Number of ranks (1 when Horovod is not initialised)."""
+    return int(_hvd().size()) if _initialised else 1
+
+
+def local_rank() -> int:
+    """This rank's index on its node."""
+    return int(_hvd().local_rank()) if _initialised else 0
+
+
+def is_chief() -> bool:
+    """Rank 0: the one that writes checkpoints, logs and plots."""
+    return rank() == 0
+
+
+def distributed_tape(tape: tf.GradientTape) -> tf.GradientTape:
+    """Wrap a gradient tape so that ``tape.gradient`` averages gradients over the ranks."""
+    return _hvd().DistributedGradientTape(tape)
+
+
+def broadcast_variables(variables: Sequence[tf.Variable], root: int = 0) -> None:
+    """Copy ``variables`` from rank ``root`` to every rank (model and optimizer state after step 1)."""
+    if size() > 1 and variables:
+        _hvd().broadcast_variables(list(variables), root_rank=root)
+
+
+def allreduce_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    """Average a dict of scalars over the ranks in one collective; every rank gets the same dict."""
+    if size() == 1 or not metrics:
+        return {k: float(v) for k, v in metrics.items()}
+    import tensorflow as tf
+
+    names = sorted(metrics)
+    values = tf.constant([float(metrics[n]) for n in names], dtype=tf.float64)
+    averaged = _hvd().allreduce(values, op=_hvd().Average, name="hpo_metrics").numpy()
+    return {n: float(v) for n, v in zip(names, averaged, strict=True)}
+
+
+def average_variables(variables: Sequence[tf.Variable]) -> None:
+    """Replace each variable by its average over the ranks (e.g. batch-norm moving statistics, which
+    every rank updates from its own batches and gradient averaging never touches)."""
+    if size() == 1:
+        return
+    hvd = _hvd()
+    for index, variable in enumerate(variables):
+        variable.assign(hvd.allreduce(variable, op=hvd.Average, name=f"hpo_avg_{index}"))
+
+
+def allreduce_sum(values: Any, name: str) -> Any:
+    """Sum a NumPy array over the ranks (for counts and histograms); returns a NumPy array."""
+    if size() == 1:
+        return values
+    import tensorflow as tf
+
+    return _hvd().allreduce(tf.constant(values), op=_hvd().Sum, name=name).numpy()
+
+
+def allgather(values: Any, name: str) -> Any:
+    """Concatenate NumPy arrays from every rank along axis 0 (e.g. validation scores for a ROC)."""
+    if size() == 1:
+        return values
+    import tensorflow as tf
+
+    return _hvd().allgather(tf.constant(values), name=name).numpy()
+
+
+def barrier() -> None:
+    """Wait until every rank gets here."""
+    if size() > 1:
+        _hvd().join()
+
+
+def build_info() -> dict[str, str] | None:
+    """Horovod's version and what it was built with, or ``None`` if Horovod is not installed."""
+    try:
+        import horovod
+        import horovod.tensorflow as hvd
+    except ImportError:
+        return None
+    frameworks = ["TensorFlow"]
+    controllers = [name for name, built in (("Gloo", hvd.gloo_built()), ("MPI", hvd.mpi_built())) if built]
+    ops = [name for name, built in (("NCCL", hvd.nccl_built()), ("DDL", hvd.ddl_built()), ("CCL", hvd.ccl_built())) if built]
+    return {
+        "version": horovod.__version__, "frameworks": ", ".join(frameworks),
+        "controllers": ", ".join(controllers) or "none", "tensor_operations": ", ".join(ops) or "CPU only",
+    }
+
+
+# --- launchers -------------------------------------------------------------------------------------------
+
+
+def run_local(fn: Callable[..., Any], *, np: int, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
+              threads: int | None = None) -> list[Any]:
+    """Run ``fn(*args, **kwargs)`` on ``np`` Gloo ranks on this machine; return every rank's result.
+
+    With ``np == 1`` it runs in this process (no launcher). Otherwise Horovod's own launcher starts
+    ``np`` processes; an exception in any rank is raised here with that rank's message.
+    """
+    env = {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    os.environ.update(env)
+    if np == 1:
+        init(threads)
+        return [fn(*args, **(kwargs or {}))]
+    from horovod.runner import run as hvd_run
+
+    try:
+        return list(hvd_run(fn, args=tuple(args), kwargs=dict(kwargs or {}), np=np, hosts=f"localhost:{np}",
+                            use_gloo=True, verbose=0))
+    except RuntimeError as exc:
+        raise TrialError(f"a Horovod rank failed: {_innermost(exc)}") from exc
+
+
+def _innermost(exc: BaseException) -> str:
+    text = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in reversed(text):
+        if not line.startswith(("File ", "^", "~", "Traceback")):
+            return line[-500:]
+    return type(exc).__name__
+
+
+class RayWorkers:
+    """Horovod ranks as Ray actors in the current placement group (``horovod.ray.RayExecutor``).
+
+    Used from a Ray Tune trainable: :meth:`start` once, :meth:`run` per epoch or setup, :meth:`shutdown`
+    when the actor goes. The ranks are warm processes: a campaign reuses them across trials.
+    """
+
+    def __init__(self, num_workers: int, cpus_per_worker: float = 1, gpus_per_worker: float = 0, timeout_s: int = 120) -> None:
+        self.num_workers = num_workers
+        self.cpus_per_worker = cpus_per_worker
+        self.gpus_per_worker = gpus_per_worker
+        self.timeout_s = timeout_s
+        self._executor: Any = None
+
+    def start(self) -> None:
+        """Start the ranks (Ray actors) and initialise Horovod among them."""
+        from horovod.ray import RayExecutor
+
+        settings = RayExecutor.create_settings(timeout_s=self.timeout_s)
+        kwargs: dict[str, Any] = {"num_workers": self.num_workers, "cpus_per_worker": self.cpus_per_worker,
+                                  "use_current_placement_group": True}
+        if self.gpus_per_worker:
+            kwargs.update(use_gpu=True, gpus_per_worker=self.gpus_per_worker)
+        self._executor = RayExecutor(settings, **kwargs)
+        self._executor.start()
+
+    def run(self, fn: Callable[..., Any], args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None) -> list[Any]:
+        """Run ``fn`` on every rank; return the results in rank order."""
+        if self._executor is None:
+            raise HpoError("RayWorkers.run called before start()")
+        return list(self._executor.run(fn, args=list(args or []), kwargs=dict(kwargs or {})))
+
+    def shutdown(self) -> None:
+        """Stop the ranks."""
+        if self._executor is not None:
+            self._executor.shutdown()
+            self._executor = None
