@@ -123,7 +123,7 @@ def _predict(parts: Parts, dataset: Any) -> tuple[np.ndarray, np.ndarray, np.nda
     return joined(logits, "val_logits"), joined(labels, "val_labels"), joined(weights, "val_weights")
 
 
-def validate(parts: Parts, splits: Any, context: Mapping[str, Any]) -> dict[str, float]:
+def validate(parts: Parts, splits: Any, context: dict[str, Any]) -> dict[str, float]:
     """Weighted ROC metrics on the whole validation split (scores gathered from every rank)."""
     from trainables.metrics import auc, roc_curve
 

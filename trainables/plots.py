@@ -29,9 +29,9 @@ def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Pa
         keep = fpr > 0
         ax.plot(fpr[keep], tpr[keep], label=label, lw=1.8)
     if selection_point is not None:
-        tpr, fpr = selection_point
-        ax.plot([max(fpr, fpr_range[0])], [tpr], marker="*", ms=14, ls="none", color="crimson",
-                label=f"physics selection (TPR {tpr:.3f}, FPR {fpr:.2g})")
+        cut_tpr, cut_fpr = selection_point
+        ax.plot([max(cut_fpr, fpr_range[0])], [cut_tpr], marker="*", ms=14, ls="none", color="crimson",
+                label=f"physics selection (TPR {cut_tpr:.3f}, FPR {cut_fpr:.2g})")
     for x in (1e-4, 1e-3):
         ax.axvline(x, color="grey", lw=0.6, ls=":")
     ax.set_xscale("log")
