@@ -16,3 +16,14 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
+
+__all__ = ["Campaign", "__version__"]
+
+
+def __getattr__(name: str) -> object:
+    # Lazy, so that `hpo --help` and `hpo validate` do not import Ray.
+    if name == "Campaign":
+        from orchestrator.api import Campaign
+
+        return Campaign
+    raise AttributeError(name)

@@ -218,7 +218,7 @@ class CampaignConfig(_Strict):
 
 
 @dataclass(frozen=True)
-class Campaign:
+class CampaignSpec:
     """A loaded, fully validated campaign: the config, its search space and where it came from."""
 
     config: CampaignConfig
@@ -295,7 +295,7 @@ def _allowed_keys_hint(loc: Sequence[str | int], data: Any) -> str:
 
 def load_campaign(
     path: str | Path, overrides: Iterable[str] = (), *, check_data: bool = True, check_workload_face: bool = True
-) -> Campaign:
+) -> CampaignSpec:
     """Load, override and validate a campaign file.
 
     Args:
@@ -337,7 +337,7 @@ def load_campaign(
         )
     if check_workload_face:
         _check_against_workload(config, space, source)
-    return Campaign(config=config, space=space, source=source.path, raw=data)
+    return CampaignSpec(config=config, space=space, source=source.path, raw=data)
 
 
 def _cross_check(config: CampaignConfig, space: SearchSpace, source: LoadedYaml) -> None:

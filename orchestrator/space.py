@@ -199,16 +199,20 @@ class SearchSpace:
         the trial, the returned dict holds the constants. Inactive (conditional) parameters are neither
         sampled nor returned.
         """
-        distributions = self.distributions()
         values: dict[str, Any] = {}
         fixed: dict[str, Any] = {}
         for name, p in self.params.items():
             if not self.active(name, values):
                 continue
+            # the public suggest_* calls: Ray Tune's OptunaSearch records exactly these
             if isinstance(p, FixedParam):
                 values[name] = fixed[name] = p.value
+            elif isinstance(p, FloatParam):
+                values[name] = trial.suggest_float(name, p.low, p.high, log=p.log, step=p.step)
+            elif isinstance(p, IntParam):
+                values[name] = trial.suggest_int(name, p.low, p.high, log=p.log, step=p.step or 1)
             else:
-                values[name] = trial._suggest(name, distributions[name])
+                values[name] = trial.suggest_categorical(name, p.choices)
         return fixed
 
     def sample(self, trial: optuna.Trial) -> dict[str, Any]:
@@ -271,8 +275,12 @@ def parse_space(raw: Any, *, source: LoadedYaml | None = None, base: Loc = ()) -
         raise _space_error(source, base, (), "must be a mapping of parameter name -> spec with at least one parameter")
     params: dict[str, FloatParam | IntParam | CategoricalParam | FixedParam] = {}
     for name, spec in raw.items():
-        if not isinstance(name, str) or not name:
-            raise _space_error(source, base, (str(name),), "parameter names must be non-empty strings")
+        if not isinstance(name, str) or not name.isidentifier():
+            raise _space_error(
+                source, base, (str(name),),
+                f"parameter names must be identifiers (letters, digits, '_'; workloads take them as keyword "
+                f"arguments), but got {name!r}",
+            )
         if not isinstance(spec, Mapping):
             spec = {"type": "fixed", "value": spec}
         elif "type" not in spec:

@@ -11,7 +11,7 @@ from rich.table import Table
 from orchestrator.space import CategoricalParam, FixedParam, FloatParam, IntParam
 
 if TYPE_CHECKING:
-    from orchestrator.config import Campaign
+    from orchestrator.config import CampaignSpec
 
 
 def _human_bytes(n: float) -> str:
@@ -31,7 +31,7 @@ def _describe(p: FloatParam | IntParam | CategoricalParam | FixedParam) -> tuple
     return "fixed", repr(p.value)
 
 
-def campaign_summary(campaign: Campaign) -> Group:
+def campaign_summary(campaign: CampaignSpec) -> Group:
     """A table of the campaign's settings and one of its search space."""
     c = campaign.config
     overview = Table.grid(padding=(0, 2))

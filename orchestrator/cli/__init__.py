@@ -21,6 +21,14 @@ from trainables.errors import HpoError
 # Order is the order in `hpo --help`.
 _COMMAND_MODULES = [
     "orchestrator.cli.validate",
+    "orchestrator.cli.launch",
+    "orchestrator.cli.status",
+    "orchestrator.cli.listing",
+    "orchestrator.cli.stop",
+    "orchestrator.cli.resume",
+    "orchestrator.cli.extend",
+    "orchestrator.cli.train",
+    "orchestrator.cli.data",
     "orchestrator.cli.version",
 ]
 

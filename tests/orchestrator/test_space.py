@@ -187,3 +187,9 @@ def test_same_seed_same_proposals() -> None:
     raw = {"lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True}, "n": {"type": "int", "low": 1, "high": 9}}
     assert sample_many(raw, n=20, seed=7) == sample_many(raw, n=20, seed=7)
     assert sample_many(raw, n=20, seed=7) != sample_many(raw, n=20, seed=8)
+
+
+@pytest.mark.parametrize("name", ["conv/filters", "learning-rate", "2x", ""])
+def test_parameter_names_must_be_identifiers(name: str) -> None:
+    with pytest.raises(HpoError, match="parameter names must be identifiers"):
+        parse_space({name: 3})

@@ -42,7 +42,7 @@ def test_ties_form_one_step_whatever_the_order() -> None:
     fpr, tpr, _ = roc_curve(scores, labels)
     np.testing.assert_allclose(fpr, [0, 1])
     np.testing.assert_allclose(tpr, [0, 1])
-    fpr2, tpr2, _ = roc_curve(scores[::-1], labels[::-1])
+    fpr2, _, _ = roc_curve(scores[::-1], labels[::-1])
     np.testing.assert_allclose(fpr2, fpr)
 
 

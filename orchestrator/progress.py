@@ -1,0 +1,262 @@
+"""What the driver knows about its trials: a Ray Tune callback that keeps one record per trial,
+writes them to ``trials.json`` (for ``hpo status`` from another shell), stops a campaign whose trials
+keep failing, and renders a live rich table in a terminal or a notebook.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ray.tune import Callback
+from ray.tune.stopper import Stopper
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from orchestrator.state import CampaignDir
+
+if TYPE_CHECKING:
+    from ray.tune.experiment import Trial
+    from rich.live import Live
+
+#: Live displays by campaign name. Tune pickles callbacks into its experiment state (and a restored run
+#: unpickles them), so the monitor looks its display up here instead of holding it.
+LIVE_DISPLAYS: dict[str, Live] = {}
+
+#: Our trial states (Tune's are PENDING/RUNNING/PAUSED/TERMINATED/ERROR).
+STATE_STYLE = {
+    "PENDING": "dim", "RUNNING": "cyan", "PAUSED": "yellow", "FINISHED": "green", "STOPPED": "blue", "FAILED": "red",
+}
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _error_text(trial: Trial) -> str:
+    """Last meaningful line of the trial's error (the exception message, not the traceback)."""
+    path = getattr(trial, "error_file", None)
+    if path and Path(path).exists():
+        lines = [ln.strip() for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
+        for line in reversed(lines):
+            if not line.startswith(("File ", "^", "~")) and ":" in line:
+                return line[-500:]
+        if lines:
+            return lines[-1][-500:]
+    return "failed (no error file)"
+
+
+def better(a: float | None, b: float | None, mode: str) -> bool:
+    """Whether objective value ``a`` is better than ``b`` under ``mode``."""
+    if a is None:
+        return False
+    if b is None:
+        return True
+    return a < b if mode == "min" else a > b
+
+
+class CampaignMonitor(Callback):
+    """Keeps ``trials.json`` current, counts consecutive failures and draws the live table.
+
+    Args:
+        cdir: the campaign directory.
+        metrics: objective metric names (the first one ranks trials).
+        modes: their modes.
+        epochs: epochs per trial (to tell finished from stopped early).
+        budget: trials requested (for the footer).
+        max_consecutive_failures: trials in a row that may fail for good before the campaign stops.
+        run: name of the Tune run (launch or extension) these trials belong to.
+    """
+
+    def __init__(
+        self, cdir: CampaignDir, *, metrics: Sequence[str], modes: Sequence[str], epochs: int, budget: int,
+        max_consecutive_failures: int, run: str = "run-0",
+    ) -> None:
+        self.cdir = cdir
+        self.metrics = list(metrics)
+        self.modes = list(modes)
+        self.epochs = epochs
+        self.budget = budget
+        self.max_consecutive_failures = max_consecutive_failures
+        self.run = run
+        self.records: dict[str, dict[str, Any]] = cdir.trials()
+        self.consecutive_failures = 0
+        self.last_error: str | None = None
+        self.started = time.time()
+        self._last_write = 0.0
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "records"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A restored run (hpo resume): trial records and the failure count come from disk, not the pickle.
+        self.__dict__.update(state)
+        self.records = self.cdir.trials()
+        self.consecutive_failures = 0
+        self.started = time.time()
+        self._last_write = 0.0
+
+    # --- Tune hooks (each is called by the driver's event loop) ------------------------------------
+
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        """A trial (or its retry) started running."""
+        record = self._record(trial)
+        record["state"] = "RUNNING"
+        record.setdefault("started", time.time())
+        self._changed(force=True)
+
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
+        """A trial reported one epoch."""
+        record = self._record(trial)
+        record["state"] = "RUNNING"
+        record["epoch"] = int(result.get("training_iteration", 0))
+        record["last"] = {k: v for k, v in result.items() if _finite(v) is not None and (k in self.metrics or k.startswith(("val_", "train_", "hpo.")))}
+        value = _finite(result.get(self.metrics[0]))
+        if better(value, record.get("best"), self.modes[0]):
+            record["best"] = value
+        self._changed()
+
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        """A trial ended without error: all epochs done, or stopped by the scheduler."""
+        record = self._record(trial)
+        epochs = int((trial.last_result or {}).get("training_iteration", record.get("epoch", 0)) or 0)
+        record["state"] = "FINISHED" if epochs >= self.epochs else "STOPPED"
+        record["ended"] = time.time()
+        record["objectives"] = [_finite((trial.last_result or {}).get(m)) for m in self.metrics]
+        self.consecutive_failures = 0
+        self._changed(force=True)
+
+    def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        """A trial failed and will be retried from its last checkpoint."""
+        record = self._record(trial)
+        record["retries"] = record.get("retries", 0) + 1
+        record["state"] = "PENDING"
+        record["last_error"] = _error_text(trial)
+        self._changed(force=True)
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        """A trial failed for good (no retries left)."""
+        record = self._record(trial)
+        record["state"] = "FAILED"
+        record["ended"] = time.time()
+        record["error"] = self.last_error = _error_text(trial)
+        self.consecutive_failures += 1
+        self._changed(force=True)
+
+    def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
+        """Refresh the live table about once a second."""
+        self._changed()
+
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        """The Tune run ended (finished, stopped or interrupted)."""
+        for trial in trials:
+            record = self._record(trial)
+            if record["state"] == "RUNNING":
+                record["state"] = "PAUSED"  # interrupted: resumable from its last checkpoint
+        self._changed(force=True)
+
+    # --- state -----------------------------------------------------------------------------------
+
+    @property
+    def too_many_failures(self) -> bool:
+        """Whether the campaign should stop because its trials keep failing."""
+        return self.consecutive_failures >= self.max_consecutive_failures
+
+    def _record(self, trial: Trial) -> dict[str, Any]:
+        record = self.records.setdefault(trial.trial_id, {"trial_id": trial.trial_id, "state": "PENDING", "run": self.run})
+        record["params"] = {k: v for k, v in (trial.config or {}).items() if not k.startswith("__")}
+        record["path"] = str(self.cdir.trials_dir / trial.trial_id)
+        return record
+
+    def _changed(self, force: bool = False) -> None:
+        now = time.time()
+        if not force and now - self._last_write < 1.0:
+            return
+        self._last_write = now
+        self.cdir.write_trials(self.records)
+        live = LIVE_DISPLAYS.get(self.cdir.name)
+        if live is not None:
+            live.update(render_trials(self.records, self.metrics, self.modes, budget=self.budget, elapsed=now - self.started))
+
+
+class FailureStopper(Stopper):
+    """Stops the whole campaign once :class:`CampaignMonitor` has seen too many failures in a row."""
+
+    def __init__(self, monitor: CampaignMonitor) -> None:
+        self.monitor = monitor
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        """Never stops a single trial (the scheduler does that)."""
+        return False
+
+    def stop_all(self) -> bool:
+        """Stop everything after ``max_consecutive_failures`` failures in a row."""
+        return self.monitor.too_many_failures
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def best_records(records: Mapping[str, Mapping[str, Any]], metric_index: int, mode: str, k: int) -> list[Mapping[str, Any]]:
+    """The ``k`` best finished/stopped trials by objective ``metric_index``."""
+    scored = [
+        r for r in records.values()
+        if r.get("state") in ("FINISHED", "STOPPED") and (r.get("objectives") or [None])[metric_index] is not None
+    ]
+    scored.sort(key=lambda r: r["objectives"][metric_index], reverse=mode == "max")
+    return scored[:k]
+
+
+def render_trials(
+    records: Mapping[str, Mapping[str, Any]], metrics: Sequence[str], modes: Sequence[str], *, budget: int | None = None,
+    elapsed: float | None = None, max_rows: int = 25,
+) -> Group:
+    """A rich table of the trials (most recent last) with a footer: counts and the best so far."""
+    rows = sorted(records.values(), key=lambda r: r.get("started") or math.inf)
+    param_names: list[str] = []
+    for r in rows:
+        for name in r.get("params", {}):
+            if name not in param_names:
+                param_names.append(name)
+    table = Table(expand=False, title_justify="left")
+    table.add_column("trial", no_wrap=True)
+    table.add_column("state")
+    for name in param_names[:6]:
+        table.add_column(name, overflow="fold")
+    table.add_column("epoch", justify="right")
+    for metric, mode in zip(metrics, modes, strict=True):
+        table.add_column(f"{metric} ({mode})", justify="right")
+    table.add_column("note", overflow="fold", max_width=50)
+    shown = rows[-max_rows:]
+    for r in shown:
+        state = r.get("state", "?")
+        last = r.get("last", {})
+        values = r.get("objectives") if state in ("FINISHED", "STOPPED") else [last.get(m) for m in metrics]
+        note = r.get("error") or (f"retry {r['retries']}: {r.get('last_error', '')}" if r.get("retries") and state != "FINISHED" else "")
+        table.add_row(
+            r["trial_id"], Text(state, style=STATE_STYLE.get(state, "")),
+            *[_fmt(r.get("params", {}).get(n, "—")) for n in param_names[:6]],
+            str(r.get("epoch", "")), *[_fmt(v) if v is not None else "" for v in (values or [])],
+            Text(note[:200], style="red") if note else "",
+        )
+    counts = {s: sum(1 for r in rows if r.get("state") == s) for s in STATE_STYLE}
+    summary = ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n)
+    done = counts["FINISHED"] + counts["STOPPED"]
+    footer = f"{done}/{budget} trials done" if budget else f"{done} trials done"
+    footer += f" ({summary})" if summary else ""
+    if elapsed is not None:
+        footer += f" · {elapsed:.0f} s"
+    best = best_records(records, 0, modes[0], 1)
+    if best:
+        footer += f" · best {metrics[0]} = {best[0]['objectives'][0]:.4g} ({best[0]['trial_id']})"
+    hidden = f"\n({len(rows) - len(shown)} earlier trials not shown)" if len(rows) > len(shown) else ""
+    return Group(table, Text(footer + hidden, style="bold"))

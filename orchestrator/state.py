@@ -1,0 +1,155 @@
+"""Campaign state on disk: ``CAMPAIGNS_DIR/NAME/``.
+
+Layout (everything a campaign needs to be listed, inspected, stopped, resumed or extended)::
+
+    campaign.yaml     the campaign file as run (overrides applied)
+    state.json        status, driver pid/host, runs (one per launch/extend), tracking info
+    trials.json       one record per trial: state, parameters, last and best metrics, error
+    study.db          the Optuna study (SQLite): every trial ever run, so samplers warm-start on extend
+    tune/RUN/         Ray Tune's experiment directory of each run (what resume restores)
+    trials/TRIAL/     each trial's output: checkpoints, plots, exported model
+    spool/            tracking operations not yet delivered to MLflow
+    tracking.json     MLflow URI, experiment and parent run id (read by ``hpo best``/``hpo promote``)
+    driver.log        the driver's log
+
+JSON files are written atomically (temporary file + rename) so that a crash never leaves one half-written.
+The default campaigns directory is ``./campaigns``; ``--campaigns-dir`` or ``HPO_CAMPAIGNS_DIR`` change it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trainables.errors import HpoError
+
+DEFAULT_CAMPAIGNS_DIR = "campaigns"
+
+#: Campaign statuses, as stored in state.json.
+STATUSES = ("created", "running", "stopping", "stopped", "finished", "failed", "crashed")
+
+
+def campaigns_root(explicit: str | Path | None = None) -> Path:
+    """The campaigns directory: explicit > ``$HPO_CAMPAIGNS_DIR`` > ``./campaigns``."""
+    return Path(explicit or os.environ.get("HPO_CAMPAIGNS_DIR") or DEFAULT_CAMPAIGNS_DIR).absolute()
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (never leaves a half-written file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    """Read JSON, or ``default`` when the file does not exist."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return default
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class CampaignDir:
+    """Paths and state files of one campaign."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, name: str, campaigns_dir: str | Path | None = None) -> CampaignDir:
+        """The directory of campaign ``name`` (which may not exist yet)."""
+        return cls(campaigns_root(campaigns_dir) / name)
+
+    @classmethod
+    def existing(cls, name: str, campaigns_dir: str | Path | None = None) -> CampaignDir:
+        """The directory of an existing campaign, or a one-line error listing the known ones."""
+        found = cls.of(name, campaigns_dir)
+        if not found.state_file.exists():
+            root = campaigns_root(campaigns_dir)
+            known = sorted(p.name for p in root.glob("*") if (p / "state.json").exists()) if root.exists() else []
+            hint = f"known campaigns: {', '.join(known)}" if known else f"no campaigns under {root} yet; start one with hpo launch"
+            raise HpoError(f"campaign '{name}' not found under {root}; {hint} (or pass --campaigns-dir)")
+        return found
+
+    @property
+    def name(self) -> str:
+        """Campaign name (the directory name)."""
+        return self.root.name
+
+    state_file = property(lambda self: self.root / "state.json")
+    trials_file = property(lambda self: self.root / "trials.json")
+    config_file = property(lambda self: self.root / "campaign.yaml")
+    study_db = property(lambda self: self.root / "study.db")
+    tune_dir = property(lambda self: self.root / "tune")
+    trials_dir = property(lambda self: self.root / "trials")
+    spool_dir = property(lambda self: self.root / "spool")
+    tracking_file = property(lambda self: self.root / "tracking.json")
+    log_file = property(lambda self: self.root / "driver.log")
+
+    @property
+    def study_url(self) -> str:
+        """SQLAlchemy URL of the Optuna study."""
+        return f"sqlite:///{self.study_db}"
+
+    def state(self) -> dict[str, Any]:
+        """The content of state.json (empty dict when new)."""
+        return dict(read_json(self.state_file, {}))
+
+    def update_state(self, **changes: Any) -> dict[str, Any]:
+        """Merge ``changes`` into state.json (atomically) and return the new state."""
+        state = self.state()
+        state.update(changes)
+        state["updated"] = time.time()
+        write_json(self.state_file, state)
+        return state
+
+    def trials(self) -> dict[str, dict[str, Any]]:
+        """The per-trial records, keyed by trial id."""
+        return dict(read_json(self.trials_file, {}))
+
+    def write_trials(self, trials: Mapping[str, Mapping[str, Any]]) -> None:
+        """Replace trials.json atomically."""
+        write_json(self.trials_file, trials)
+
+    def driver_alive(self) -> bool:
+        """Whether the driver recorded in state.json is still running (on this host)."""
+        state = self.state()
+        pid = state.get("driver_pid")
+        if not pid or state.get("driver_host") != socket.gethostname():
+            return False
+        return _pid_alive(int(pid))
+
+    def acquire(self) -> None:
+        """Record this process as the campaign's driver; refuse if another live driver holds it."""
+        state = self.state()
+        if state.get("status") in ("running", "stopping") and self.driver_alive() and state.get("driver_pid") != os.getpid():
+            raise HpoError(
+                f"campaign '{self.name}' is already running (driver pid {state['driver_pid']} on "
+                f"{state.get('driver_host')}); watch it with `hpo status {self.name}` or stop it with `hpo stop {self.name}`"
+            )
+        self.update_state(driver_pid=os.getpid(), driver_host=socket.gethostname())

@@ -1,0 +1,160 @@
+"""Where the campaign meets MLflow: the parent run at launch/resume, one logger per trial, the summary.
+
+The driver creates (or reattaches to) the campaign's parent run and writes ``tracking.json`` so that
+``hpo best``/``hpo promote`` find it; each trial (inside its Ray actor) opens a
+:class:`tracking.client.TrialLogger` by trial id; at the end the parent run gets the best-trials table
+and Optuna's own plots of the study (history, importances, parallel coordinates, Pareto front).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from orchestrator.state import CampaignDir, write_json
+
+if TYPE_CHECKING:
+    from orchestrator.config import CampaignSpec
+    from orchestrator.runner import RunOutcome
+
+log = logging.getLogger("hpo")
+
+
+@dataclass
+class CampaignTracking:
+    """The campaign's tracking: URI, experiment and parent run."""
+
+    uri: str
+    experiment: str
+    experiment_id: str
+    parent_run_id: str
+    campaign: str
+
+    @classmethod
+    def start(cls, spec: CampaignSpec, cdir: CampaignDir) -> CampaignTracking:
+        """Resolve the tracking URI (starting the embedded server if needed) and open the parent run."""
+        from rich.console import Console
+
+        from tracking.client import CampaignTracker
+        from tracking.server import resolve_tracking_uri
+
+        c = spec.config
+        uri = resolve_tracking_uri(c.tracking.uri)
+        tracker = CampaignTracker(uri, c.experiment, c.name)
+        parent = tracker.start_campaign(
+            config_file=cdir.config_file, resolved=spec.raw, search_space=spec.space.to_dict(),
+            objectives=[o.model_dump() for o in c.search.objective], data_files=[c.workload.data.path],
+            description=c.description,
+        )
+        write_json(cdir.tracking_file, {"uri": uri, "experiment": c.experiment, "parent_run_id": parent})
+        Console(stderr=True).print(
+            f"MLflow: {uri}/#/experiments/{tracker.experiment}/runs/{parent} (experiment '{c.experiment}')"
+        )
+        return cls(uri=uri, experiment=c.experiment, experiment_id=tracker.experiment, parent_run_id=parent, campaign=c.name)
+
+    def trial_info(self) -> dict[str, Any]:
+        """What each trial needs to log (travels to the Ray actors)."""
+        return {"uri": self.uri, "experiment_id": self.experiment_id, "parent_run_id": self.parent_run_id,
+                "campaign": self.campaign}
+
+    def finish(self, spec: CampaignSpec, cdir: CampaignDir, outcome: RunOutcome) -> None:
+        """Summary table and study plots on the parent run; never raises (the campaign is over anyway)."""
+        from tracking.client import CampaignTracker
+
+        try:
+            tracker = CampaignTracker(self.uri, self.experiment, self.campaign)
+            tracker.parent_run_id = self.parent_run_id
+            images = study_plots(spec, cdir)
+            summary = {"status": outcome.status, "message": outcome.message, "counts": outcome.counts, "best": outcome.best}
+            tracker.finish_campaign(outcome.status, summary, images)
+        except Exception as exc:
+            log.warning("could not write the campaign summary to MLflow: %s", exc)
+
+
+def study_plots(spec: CampaignSpec, cdir: CampaignDir) -> list[Path]:
+    """Optuna's matplotlib plots of the campaign's study, as PNGs under ``CAMPAIGN/summary/``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna
+    from optuna.visualization import matplotlib as ovm
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=spec.config.name, storage=cdir.study_url)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    out = cdir.root / "summary"
+    out.mkdir(exist_ok=True)
+    names = [o.metric for o in spec.config.search.objective]
+    plots: list[tuple[str, Any]] = []
+    if len(names) == 1:
+        plots = [("optimization_history", lambda: ovm.plot_optimization_history(study, target_name=names[0])),
+                 ("parallel_coordinate", lambda: ovm.plot_parallel_coordinate(study, target_name=names[0]))]
+        if len(complete) >= 2:
+            plots.append(("param_importances", lambda: ovm.plot_param_importances(study, target_name=names[0])))
+    else:
+        plots = [("pareto_front", lambda: ovm.plot_pareto_front(study, target_names=names))]
+    written = []
+    for name, make in plots:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                axes = make()
+            figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+            figure.set_size_inches(8, 5)
+            figure.tight_layout()
+            figure.savefig(out / f"{name}.png", dpi=110)
+            plt.close(figure)
+            written.append(out / f"{name}.png")
+        except Exception as exc:  # a plot Optuna cannot draw (too few trials) is skipped, not fatal
+            log.info("skipped plot %s: %s", name, exc)
+    return written
+
+
+class TrialTracking:
+    """A trial's logging from inside its Ray actor (wraps :class:`tracking.client.TrialLogger`)."""
+
+    def __init__(self, logger: Any, trial_dir: Path) -> None:
+        self.logger = logger
+        self.trial_dir = trial_dir
+
+    @classmethod
+    def open(cls, info: dict[str, Any], *, trial_id: str, params: dict[str, Any], context: Any, trial_dir: Path) -> TrialTracking:
+        """The trial's nested run (created, or reattached for a retried/resumed trial)."""
+        from tracking.client import TrialLogger
+
+        logger = TrialLogger(info["uri"], info["experiment_id"], info["parent_run_id"], info["campaign"], trial_id,
+                             params={**params, "hpo.workers": context.workers, "hpo.cpus_per_worker": context.cpus_per_worker,
+                                     "hpo.gpus_per_worker": context.gpus_per_worker, "hpo.workload": context.workload})
+        return cls(logger, trial_dir)
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        """The epoch's metrics plus node CPU and memory, as one batch."""
+        memory = psutil.virtual_memory()
+        system = {"system.cpu_percent": psutil.cpu_percent(interval=None), "system.memory_used_gb": memory.used / 2**30,
+                  "system.memory_percent": memory.percent}
+        self.logger.log_epoch(epoch, {**metrics, **system})
+
+    def log_final(self, final: dict[str, Any]) -> None:
+        """Plots and the exported model (logged as an MLflow pyfunc model)."""
+        for plot in final.get("plots", []):
+            self.logger.log_artifact(plot, "plots")
+        model_dir = final.get("model_dir")
+        if model_dir:
+            from tracking.models import log_exported_model
+
+            self.logger._put("model", lambda c, run: log_exported_model(c, run, model_dir))
+
+    def finish(self, state: str, error: str | None, *, core_seconds: float, gpu_seconds: float) -> None:
+        """Resource use and final state; waits (bounded) for delivery."""
+        self.logger.set_tags({"hpo.core_seconds": f"{core_seconds:.1f}", "hpo.gpu_seconds": f"{gpu_seconds:.1f}"})
+        self.logger.finish(state, error)
+        report = self.logger.close(timeout=120)
+        if not report.complete:
+            log.warning("trial %s: %d tracking operations not delivered (%s)", self.logger.trial_id, report.pending,
+                        "; ".join(report.errors[-3:]))

@@ -1,0 +1,237 @@
+"""The Ray Tune trainable that runs one trial as a Horovod job on warm workers.
+
+Why a class trainable: starting Ray actors, importing TensorFlow and initialising Horovod costs ~9 s per
+trial here (STACK.md). With ``reuse_actors=True`` Tune hands a finished trial's actor, and with it the
+placement group, to the next trial and calls :meth:`HorovodTrainable.reset_config`; we keep the Horovod
+workers (``trainables.distributed.RayWorkers``) alive across that reset, so the next trial only builds its
+model. One :meth:`step` is one epoch, so schedulers (ASHA, HyperBand, median, PBT) act per epoch.
+
+Resources: the trial's placement group has an empty head bundle for this (nearly idle) actor and one
+bundle per Horovod rank (``use_current_placement_group=True``).
+
+Checkpoints travel as bytes: rank 0 writes its checkpoint into a local temporary directory and returns
+it as a tar archive; this actor stores it in Tune's checkpoint directory. Restoring sends the archive to
+every rank. That works when the ranks sit on other nodes than this actor and no shared file system exists.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from trainables.data.spec import DataConfig
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of a campaign shares (passed once through ``tune.with_parameters``)."""
+
+    campaign: str
+    workload: str
+    data: DataConfig
+    fixed_params: dict[str, Any]
+    epochs: int
+    seed: int
+    workers: int
+    cpus_per_worker: float
+    gpus_per_worker: float
+    threads: int | None
+    trials_dir: str
+    tracking: dict[str, Any] | None = None  # {"uri", "experiment", "parent_run_id", "spool_dir"}
+    metrics: tuple[str, ...] = field(default_factory=tuple)
+    worker_timeout_s: int = 120
+
+
+# --- functions executed on every Horovod rank (pickled by value into the workers) ----------------------
+
+
+def _rank_setup(spec: Any) -> None:
+    from trainables.loop import worker_setup
+
+    worker_setup(spec)
+
+
+def _rank_epoch() -> dict[str, float]:
+    from trainables.loop import worker_epoch
+
+    return worker_epoch()
+
+
+def _rank_save() -> bytes | None:
+    from trainables import distributed
+    from trainables.loop import worker_save
+
+    with tempfile.TemporaryDirectory(prefix="hpo-ckpt-") as tmp:
+        worker_save(tmp)
+        if distributed.rank() != 0:
+            return None
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            tar.add(tmp, arcname=".")
+        return buffer.getvalue()
+
+
+def _rank_restore(blob: bytes) -> int:
+    from trainables.loop import worker_restore
+
+    with tempfile.TemporaryDirectory(prefix="hpo-ckpt-") as tmp:
+        with tarfile.open(fileobj=io.BytesIO(blob), mode="r") as tar:
+            tar.extractall(tmp, filter="data")
+        return worker_restore(tmp)
+
+
+def _rank_finalize(out_dir: str) -> dict[str, Any]:
+    from trainables.loop import worker_finalize
+
+    return worker_finalize(out_dir)
+
+
+class HorovodTrainable(tune.Trainable):
+    """One trial = one Horovod job of ``workers`` ranks; one ``step`` = one epoch."""
+
+    def setup(self, config: dict[str, Any], context: TrialContext) -> None:  # type: ignore[override]
+        """Start the Horovod workers (once per actor) and the first trial on them."""
+        self.context = context
+        self.workers: Any = None
+        self.tracker: Any = None
+        self._start_trial(config)
+
+    # --- trial lifecycle ---------------------------------------------------------------------------
+
+    def _start_trial(self, config: dict[str, Any]) -> None:
+        from trainables.distributed import RayWorkers
+        from trainables.loop import TrialSpec
+
+        ctx = self.context
+        self.params = {**ctx.fixed_params, **config}
+        self.trial_out = Path(ctx.trials_dir) / self.trial_id
+        self.trial_out.mkdir(parents=True, exist_ok=True)
+        self.epoch = 0
+        self.finished_state: str | None = None
+        self.trial_started = time.time()
+        self.busy_s = 0.0  # time inside epochs (for core-seconds)
+        if self.workers is None:
+            self.workers = RayWorkers(
+                num_workers=ctx.workers, cpus_per_worker=ctx.cpus_per_worker, gpus_per_worker=ctx.gpus_per_worker,
+                timeout_s=ctx.worker_timeout_s,
+            )
+            self.workers.start()
+        spec = TrialSpec(
+            workload=ctx.workload, params=self.params, data=ctx.data, seed=ctx.seed, epochs=ctx.epochs,
+            out_dir=str(self.trial_out), threads=ctx.threads,
+        )
+        self.tracker = self._open_tracking()
+        try:
+            self.workers.run(_rank_setup, args=[spec])
+        except Exception as exc:
+            self._close_tracking("FAILED", _describe(exc))
+            raise
+
+    def step(self) -> dict[str, Any]:
+        """Train and validate one epoch on every rank; report rank 0's (rank-averaged) metrics."""
+        started = time.time()
+        try:
+            metrics = self.workers.run(_rank_epoch)[0]
+        except Exception as exc:
+            self._close_tracking("FAILED", _describe(exc))
+            raise
+        self.busy_s += time.time() - started
+        self.epoch += 1
+        if self.tracker is not None:
+            self.tracker.log_epoch(self.epoch, metrics)
+        done = self.epoch >= self.context.epochs
+        result: dict[str, Any] = {**metrics, "hpo.core_seconds": self._core_seconds()}
+        if done:
+            result.update(self._finish_trial())
+        result["done"] = done
+        return result
+
+    def _finish_trial(self) -> dict[str, Any]:
+        """All epochs done: final metrics, plots and the exported model, logged to tracking."""
+        final = self.workers.run(_rank_finalize, args=[str(self.trial_out / "final")])[0] or {}
+        if self.tracker is not None:
+            self.tracker.log_final(final)
+        self._close_tracking("FINISHED", None)
+        return {k: v for k, v in final.get("metrics", {}).items() if isinstance(v, (int, float))}
+
+    def _core_seconds(self) -> float:
+        ctx = self.context
+        return self.busy_s * ctx.workers * ctx.cpus_per_worker
+
+    # --- checkpoints ---------------------------------------------------------------------------------
+
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        """Rank 0's checkpoint (model, optimizer, epoch, RNG state) into Tune's checkpoint directory."""
+        blobs = self.workers.run(_rank_save)
+        blob = next(b for b in blobs if b is not None)
+        with tarfile.open(fileobj=io.BytesIO(blob), mode="r") as tar:
+            tar.extractall(checkpoint_dir, filter="data")
+        Path(checkpoint_dir, "hpo_trial.txt").write_text(f"{self.trial_id} {self.epoch}\n")
+
+    def load_checkpoint(self, checkpoint: Any) -> None:
+        """Send the checkpoint to every rank and continue from its epoch."""
+        directory = Path(checkpoint if isinstance(checkpoint, (str, os.PathLike)) else checkpoint["path"])
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            for item in directory.iterdir():
+                if item.name != "hpo_trial.txt":
+                    tar.add(item, arcname=item.name)
+        epochs = self.workers.run(_rank_restore, args=[buffer.getvalue()])
+        self.epoch = int(epochs[0])
+
+    # --- reuse ---------------------------------------------------------------------------------------
+
+    def reset_config(self, new_config: dict[str, Any]) -> bool:
+        """Next trial on the same (warm) workers: close the previous trial, set up the new one."""
+        self._close_tracking("STOPPED" if self.epoch < self.context.epochs else "FINISHED", None)
+        try:
+            self._start_trial(new_config)
+        except Exception:
+            traceback.print_exc()
+            return False  # Tune then starts a fresh actor
+        return True
+
+    def cleanup(self) -> None:
+        """The actor goes away: close tracking, stop the Horovod workers."""
+        self._close_tracking("STOPPED" if self.epoch < self.context.epochs else "FINISHED", None)
+        if self.workers is not None:
+            self.workers.shutdown()
+            self.workers = None
+
+    # --- tracking --------------------------------------------------------------------------------------
+
+    def _open_tracking(self) -> Any:
+        tracking = self.context.tracking
+        if not tracking:
+            return None
+        from orchestrator.tracking_bridge import TrialTracking
+
+        return TrialTracking.open(tracking, trial_id=self.trial_id, params=self.params, context=self.context,
+                                  trial_dir=self.trial_out)
+
+    def _close_tracking(self, state: str, error: str | None) -> None:
+        if self.tracker is None or self.finished_state is not None:
+            return
+        self.finished_state = state
+        self.tracker.finish(state, error, core_seconds=self._core_seconds(),
+                            gpu_seconds=self.busy_s * self.context.workers * self.context.gpus_per_worker)
+        self.tracker = None
+
+
+def _describe(exc: BaseException) -> str:
+    """One line: the innermost error message (Ray wraps worker exceptions several times)."""
+    text = str(exc).strip().splitlines()
+    for line in reversed(text):
+        line = line.strip()
+        if line and not line.startswith(("File ", "^", "~", "Traceback")):
+            return line[-500:]
+    return type(exc).__name__
