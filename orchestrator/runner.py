@@ -19,6 +19,7 @@ import socket
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,8 +213,8 @@ def launch(spec: CampaignSpec, *, campaigns_dir: str | Path | None = None, addre
     _preflight(spec)
     cdir.root.mkdir(parents=True, exist_ok=True)
     cdir.config_file.write_text(yaml.safe_dump(spec.raw, sort_keys=False))
-    cdir.update_state(name=spec.config.name, status="created", created=time.time(), source=str(spec.source),
-                      runs=[{"name": "run-0", "trials": spec.config.budget.trials}])
+    cdir.update_state(name=spec.config.name, uid=uuid.uuid4().hex, status="created", created=time.time(),
+                      source=str(spec.source), runs=[{"name": "run-0", "trials": spec.config.budget.trials}])
     return _run(spec, cdir, run="run-0", trials=spec.config.budget.trials, address=address, progress=progress)
 
 

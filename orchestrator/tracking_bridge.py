@@ -34,6 +34,7 @@ class CampaignTracking:
     experiment_id: str
     parent_run_id: str
     campaign: str
+    uid: str
 
     @classmethod
     def start(cls, spec: CampaignSpec, cdir: CampaignDir) -> CampaignTracking:
@@ -45,7 +46,7 @@ class CampaignTracking:
 
         c = spec.config
         uri = resolve_tracking_uri(c.tracking.uri)
-        tracker = CampaignTracker(uri, c.experiment, c.name)
+        tracker = CampaignTracker(uri, c.experiment, c.name, cdir.state()["uid"])
         parent = tracker.start_campaign(
             config_file=cdir.config_file, resolved=spec.raw, search_space=spec.space.to_dict(),
             objectives=[o.model_dump() for o in c.search.objective], data_files=[c.workload.data.path],
@@ -55,19 +56,20 @@ class CampaignTracking:
         Console(stderr=True).print(
             f"MLflow: {uri}/#/experiments/{tracker.experiment}/runs/{parent} (experiment '{c.experiment}')"
         )
-        return cls(uri=uri, experiment=c.experiment, experiment_id=tracker.experiment, parent_run_id=parent, campaign=c.name)
+        return cls(uri=uri, experiment=c.experiment, experiment_id=tracker.experiment, parent_run_id=parent, campaign=c.name,
+                   uid=tracker.uid)
 
     def trial_info(self) -> dict[str, Any]:
         """What each trial needs to log (travels to the Ray actors)."""
         return {"uri": self.uri, "experiment_id": self.experiment_id, "parent_run_id": self.parent_run_id,
-                "campaign": self.campaign}
+                "campaign": self.campaign, "uid": self.uid}
 
     def finish(self, spec: CampaignSpec, cdir: CampaignDir, outcome: RunOutcome) -> None:
         """Summary table and study plots on the parent run; never raises (the campaign is over anyway)."""
         from tracking.client import CampaignTracker
 
         try:
-            tracker = CampaignTracker(self.uri, self.experiment, self.campaign)
+            tracker = CampaignTracker(self.uri, self.experiment, self.campaign, self.uid)
             tracker.parent_run_id = self.parent_run_id
             images = study_plots(spec, cdir)
             summary = {"status": outcome.status, "message": outcome.message, "counts": outcome.counts, "best": outcome.best}
@@ -128,7 +130,7 @@ class TrialTracking:
         """The trial's nested run (created, or reattached for a retried/resumed trial)."""
         from tracking.client import TrialLogger
 
-        logger = TrialLogger(info["uri"], info["experiment_id"], info["parent_run_id"], info["campaign"], trial_id,
+        logger = TrialLogger(info["uri"], info["experiment_id"], info["parent_run_id"], info["campaign"], trial_id, uid=info["uid"],
                              params={**params, "hpo.workers": context.workers, "hpo.cpus_per_worker": context.cpus_per_worker,
                                      "hpo.gpus_per_worker": context.gpus_per_worker, "hpo.workload": context.workload})
         return cls(logger, trial_dir)

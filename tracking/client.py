@@ -28,6 +28,7 @@ from typing import Any
 log = logging.getLogger("hpo.tracking")
 
 TAG_CAMPAIGN = "hpo.campaign"
+TAG_UID = "hpo.campaign_uid"  # one launch's identity: a deleted and relaunched campaign is a new one
 TAG_ROLE = "hpo.role"
 TAG_TRIAL = "hpo.trial_id"
 TAG_OBJECTIVE = "hpo.objective"
@@ -111,22 +112,24 @@ class TrialLogger:
         trial_id: trial id (tag; the key for reattaching).
         params: the trial's parameters (logged once).
         tags: extra tags.
-        retry_s: initial back-off while the server is unreachable (doubles up to 30 s).
+        retry_s: initial back-off while the server is unreachable (doubles up to ``max_retry_s``).
+        max_retry_s: longest wait between two attempts.
     """
 
     def __init__(self, uri: str, experiment: str, parent_run_id: str, campaign: str, trial_id: str,
-                 params: Mapping[str, Any], tags: Mapping[str, str] | None = None, retry_s: float = 1.0) -> None:
+                 params: Mapping[str, Any], tags: Mapping[str, str] | None = None, retry_s: float = 1.0,
+                 uid: str = "", max_retry_s: float = 10.0) -> None:
         self.uri, self.experiment, self.parent_run_id = uri, experiment, parent_run_id
-        self.campaign, self.trial_id = campaign, trial_id
+        self.campaign, self.trial_id, self.uid = campaign, trial_id, uid
         self.run_id: str | None = None
-        self.retry_s = retry_s
+        self.retry_s, self.max_retry_s = retry_s, max_retry_s
         self.report = DeliveryReport()
         self._queue: queue.Queue[tuple[str, Callable[[Any, str], None]] | None] = queue.Queue()
         self._client: Any = None
         self._thread = threading.Thread(target=self._deliver, name=f"hpo-tracking-{trial_id}", daemon=True)
         self._params = flatten(dict(params))
-        self._tags = {TAG_CAMPAIGN: campaign, TAG_TRIAL: trial_id, TAG_ROLE: "trial", "mlflow.parentRunId": parent_run_id,
-                      "mlflow.runName": trial_id, **(tags or {})}
+        self._tags = {TAG_CAMPAIGN: campaign, TAG_UID: uid, TAG_TRIAL: trial_id, TAG_ROLE: "trial",
+                      "mlflow.parentRunId": parent_run_id, "mlflow.runName": trial_id, **(tags or {})}
         self._thread.start()
 
     # --- what trials call (never blocks on the network, never raises) ---------------------------------------
@@ -193,7 +196,7 @@ class TrialLogger:
             if self._client is None:
                 self._client = client(self.uri)
             run_id = find_run(self._client, self.experiment,
-                              {TAG_CAMPAIGN: self.campaign, TAG_TRIAL: self.trial_id, TAG_ROLE: "trial"})
+                              {TAG_UID: self.uid, TAG_TRIAL: self.trial_id, TAG_ROLE: "trial"})
             if run_id is None:
                 run = self._client.create_run(self.experiment, tags=self._tags, run_name=self.trial_id)
                 run_id = str(run.info.run_id)
@@ -223,15 +226,16 @@ class TrialLogger:
                         self.report.errors.append(message)
                         log.warning("tracking for trial %s delayed (%s); retrying", self.trial_id, message)
                     time.sleep(backoff)
-                    backoff = min(backoff * 2, 30.0)
+                    backoff = min(backoff * 2, self.max_retry_s)
 
 
 class CampaignTracker:
     """A campaign's parent run (created once, reattached on resume)."""
 
-    def __init__(self, uri: str, experiment: str, campaign: str) -> None:
+    def __init__(self, uri: str, experiment: str, campaign: str, uid: str) -> None:
         self.uri = uri
         self.campaign = campaign
+        self.uid = uid
         self.client = client(uri)
         self.experiment_name = experiment
         self.experiment = experiment_id(self.client, experiment)
@@ -240,7 +244,7 @@ class CampaignTracker:
     def start_campaign(self, *, config_file: Path, resolved: Mapping[str, Any], search_space: Mapping[str, Any],
                        objectives: list[dict[str, str]], data_files: list[str], description: str = "") -> str:
         """The parent run: config, space, versions, git commit, data checksums. Reattaches when it exists."""
-        tags = {TAG_CAMPAIGN: self.campaign, TAG_ROLE: "campaign"}
+        tags = {TAG_CAMPAIGN: self.campaign, TAG_UID: self.uid, TAG_ROLE: "campaign"}
         run_id = find_run(self.client, self.experiment, tags)
         if run_id is None:
             run = self.client.create_run(self.experiment, run_name=self.campaign, tags={

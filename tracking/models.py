@@ -29,8 +29,8 @@ class KerasModel(PythonModel):
 
         self.model = tf_keras.models.load_model(context.artifacts["keras_model"], compile=False)
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
-        """Model output for a batch of inputs."""
+    def predict(self, context, model_input, params=None):
+        """Model output for a batch of inputs (no type hints: MLflow would validate against them)."""
         import numpy as np
 
         return self.model.predict(np.asarray(model_input, dtype=np.float32), verbose=0)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tracking.client import TAG_CAMPAIGN, TAG_OBJECTIVE, TAG_ROLE, TAG_TRIAL, client, find_run
+from tracking.client import TAG_CAMPAIGN, TAG_OBJECTIVE, TAG_ROLE, TAG_TRIAL, TAG_UID, client
 from tracking.models import MODEL_ARTIFACT
 from trainables.errors import HpoError
 
@@ -30,26 +30,35 @@ class RankedTrial:
     has_model: bool
 
 
-def campaign_runs(uri: str, experiment: str, campaign: str) -> tuple[Any, str, str, list[dict[str, str]]]:
-    """(client, experiment id, parent run id, objectives) of a campaign, or a one-line error."""
+def campaign_runs(uri: str, experiment: str, campaign: str, parent_run_id: str | None = None
+                  ) -> tuple[Any, str, str, list[dict[str, str]], str]:
+    """(client, experiment id, parent run id, objectives, campaign uid) of a campaign, or a one-line error.
+
+    Without ``parent_run_id`` the newest launch of a campaign of that name is taken.
+    """
     c = client(uri)
     exp = c.get_experiment_by_name(experiment)
     if exp is None:
         raise HpoError(f"no MLflow experiment '{experiment}' at {uri}; check --tracking-uri or the campaign name")
-    parent = find_run(c, exp.experiment_id, {TAG_CAMPAIGN: campaign, TAG_ROLE: "campaign"})
-    if parent is None:
-        raise HpoError(f"campaign '{campaign}' has no run in experiment '{experiment}' at {uri}")
-    objectives = json.loads(c.get_run(parent).data.tags.get(TAG_OBJECTIVE, "[]"))
+    if parent_run_id is None:
+        runs = c.search_runs([exp.experiment_id], filter_string=f"tags.`{TAG_CAMPAIGN}` = '{campaign}' and "
+                             f"tags.`{TAG_ROLE}` = 'campaign'", max_results=1, order_by=["attributes.start_time DESC"])
+        if not runs:
+            raise HpoError(f"campaign '{campaign}' has no run in experiment '{experiment}' at {uri}")
+        parent_run_id = str(runs[0].info.run_id)
+    tags = c.get_run(parent_run_id).data.tags
+    objectives = json.loads(tags.get(TAG_OBJECTIVE, "[]"))
     if not objectives:
-        raise HpoError(f"campaign '{campaign}' records no objective (tag {TAG_OBJECTIVE}) on run {parent}")
-    return c, str(exp.experiment_id), parent, objectives
+        raise HpoError(f"campaign '{campaign}' records no objective (tag {TAG_OBJECTIVE}) on run {parent_run_id}")
+    return c, str(exp.experiment_id), parent_run_id, objectives, tags.get(TAG_UID, "")
 
 
-def best_trials(uri: str, experiment: str, campaign: str, k: int = 5) -> tuple[list[RankedTrial], dict[str, str]]:
+def best_trials(uri: str, experiment: str, campaign: str, k: int = 5, parent_run_id: str | None = None
+                ) -> tuple[list[RankedTrial], dict[str, str]]:
     """The ``k`` best trials by the first objective (ties: earlier first) and that objective."""
-    c, exp, _, objectives = campaign_runs(uri, experiment, campaign)
+    c, exp, _, objectives, uid = campaign_runs(uri, experiment, campaign, parent_run_id)
     objective = objectives[0]
-    runs = c.search_runs([exp], filter_string=f"tags.`{TAG_CAMPAIGN}` = '{campaign}' and tags.`{TAG_ROLE}` = 'trial'",
+    runs = c.search_runs([exp], filter_string=f"tags.`{TAG_UID}` = '{uid}' and tags.`{TAG_ROLE}` = 'trial'",
                          max_results=5000)
     ranked = []
     for run in runs:
@@ -85,7 +94,7 @@ class Promotion:
 
 
 def promote(uri: str, experiment: str, campaign: str, model_name: str, *, alias: str = "champion",
-            requirements: Sequence[str] = ()) -> Promotion:
+            requirements: Sequence[str] = (), parent_run_id: str | None = None) -> Promotion:
     """Register the best trial's model as a new version of ``model_name`` and point ``alias`` at it.
 
     Idempotent: if that run's model is already a version, the alias is (re)set and nothing is created.
@@ -96,7 +105,7 @@ def promote(uri: str, experiment: str, campaign: str, model_name: str, *, alias:
     from mlflow.exceptions import MlflowException
 
     checks = [parse_requirement(r) for r in requirements]
-    ranked, objective = best_trials(uri, experiment, campaign, k=5000)
+    ranked, objective = best_trials(uri, experiment, campaign, k=5000, parent_run_id=parent_run_id)
     candidates = [r for r in ranked if r.has_model]
     if not candidates:
         raise HpoError(f"campaign '{campaign}' has no finished trial with a logged model to promote")

@@ -174,7 +174,7 @@ def run_local(fn: Callable[..., Any], *, np: int, args: Sequence[Any] = (), kwar
     from horovod.runner import run as hvd_run
 
     try:
-        return list(hvd_run(fn, args=tuple(args), kwargs=dict(kwargs or {}), np=np, hosts=f"localhost:{np}",
+        return list(hvd_run(fn, args=tuple(args), kwargs=dict(kwargs or {}), num_proc=np, hosts=f"localhost:{np}",
                             use_gloo=True, verbose=0))
     except RuntimeError as exc:
         raise TrialError(f"a Horovod rank failed: {_innermost(exc)}") from exc

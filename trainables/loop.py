@@ -97,6 +97,7 @@ class Trial:
         self.warmup_steps = max(warmup_steps, 0.0)
         self.context = self.workload.setup_validation(self.spec, self.params, self.splits) \
             if hasattr(self.workload, "setup_validation") else {}
+        self._set_learning_rates()  # scaled by the number of ranks (and ramped) from the very first step
         self._step = tf.function(self._train_step)
         self._broadcast_done = False
         self.epoch = 0

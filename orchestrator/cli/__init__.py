@@ -29,6 +29,10 @@ _COMMAND_MODULES = [
     "orchestrator.cli.extend",
     "orchestrator.cli.train",
     "orchestrator.cli.data",
+    "orchestrator.cli.server",
+    "orchestrator.cli.best",
+    "orchestrator.cli.promote",
+    "orchestrator.cli.models",
     "orchestrator.cli.version",
 ]
 

@@ -1,0 +1,35 @@
+"""Session fixtures shared by the test packages: a real MLflow server and small generated data files.
+
+Everything here is real: ``mlflow server`` runs as a subprocess on 127.0.0.1 (its own process group,
+stopped at the end), the data files come from our generators.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URI of a real ``mlflow server`` (SQLite + local artifacts) on a free port."""
+    from tracking.server import start_server, stop_group
+
+    directory = tmp_path_factory.mktemp("mlflow")
+    info = start_server(directory=directory)
+    yield info.uri
+    stop_group(info.pid)
+
+
+@pytest.fixture(scope="session")
+def calo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small calorimeter data set (1200 events, 64×64)."""
+    from trainables.data.generate import write_calo
+
+    return write_calo(tmp_path_factory.mktemp("data") / "calo.h5", events=1200, seed=5, progress=False)
