@@ -58,6 +58,7 @@ class RunOutcome:
     message: str
     counts: dict[str, int] = field(default_factory=dict)
     best: list[dict[str, Any]] = field(default_factory=list)
+    fit_seconds: float = 0.0  # wall time of the Tune run itself (benchmarks)
 
 
 # --- Ray ---------------------------------------------------------------------------------------------
@@ -148,7 +149,7 @@ def _searcher(spec: CampaignSpec, cdir: CampaignDir) -> Any:
 
 
 def _tuner(spec: CampaignSpec, cdir: CampaignDir, run: str, trials: int, tracking: dict[str, Any] | None,
-           monitor: CampaignMonitor) -> Tuner:
+           monitor: CampaignMonitor, reuse_actors: bool = True) -> Tuner:
     from ray import tune
 
     c = spec.config
@@ -156,7 +157,7 @@ def _tuner(spec: CampaignSpec, cdir: CampaignDir, run: str, trials: int, trackin
     return tune.Tuner(
         _trainable(spec, cdir, tracking),
         tune_config=tune.TuneConfig(
-            search_alg=_searcher(spec, cdir), scheduler=scheduler, num_samples=trials, reuse_actors=True,
+            search_alg=_searcher(spec, cdir), scheduler=scheduler, num_samples=trials, reuse_actors=reuse_actors,
             max_concurrent_trials=c.concurrency, time_budget_s=c.budget.time,
         ),
         run_config=tune.RunConfig(
@@ -196,8 +197,12 @@ def _live(name: str, enabled: bool) -> Iterator[None]:
 
 
 def launch(spec: CampaignSpec, *, campaigns_dir: str | Path | None = None, address: str | None = None,
-           progress: bool = True) -> RunOutcome:
-    """Start a new campaign (``hpo launch``)."""
+           progress: bool = True, reuse_actors: bool = True) -> RunOutcome:
+    """Start a new campaign (``hpo launch``).
+
+    ``reuse_actors=False`` starts fresh Horovod workers for every trial (only for comparisons: it costs
+    several seconds per trial).
+    """
     cdir = CampaignDir.of(spec.config.name, campaigns_dir)
     state = cdir.state()
     if state:
@@ -215,7 +220,8 @@ def launch(spec: CampaignSpec, *, campaigns_dir: str | Path | None = None, addre
     cdir.config_file.write_text(yaml.safe_dump(spec.raw, sort_keys=False))
     cdir.update_state(name=spec.config.name, uid=uuid.uuid4().hex, status="created", created=time.time(),
                       source=str(spec.source), runs=[{"name": "run-0", "trials": spec.config.budget.trials}])
-    return _run(spec, cdir, run="run-0", trials=spec.config.budget.trials, address=address, progress=progress)
+    return _run(spec, cdir, run="run-0", trials=spec.config.budget.trials, address=address, progress=progress,
+                reuse_actors=reuse_actors)
 
 
 def resume(name: str, *, campaigns_dir: str | Path | None = None, address: str | None = None,
@@ -260,7 +266,7 @@ def _preflight(spec: CampaignSpec) -> None:
 
 
 def _run(spec: CampaignSpec, cdir: CampaignDir, *, run: str, trials: int, address: str | None, progress: bool,
-         restore: bool = False) -> RunOutcome:
+         restore: bool = False, reuse_actors: bool = True) -> RunOutcome:
     from ray import tune
 
     from orchestrator.tracking_bridge import CampaignTracking
@@ -277,6 +283,7 @@ def _run(spec: CampaignSpec, cdir: CampaignDir, *, run: str, trials: int, addres
     cdir.update_state(status="running", tracking_uri=tracking.uri if tracking else None)
     monitor = _monitor(spec, cdir, run, trials)
     started = time.time()
+    fit_seconds = 0.0
     try:
         with _live(cdir.name, progress):
             run_path = cdir.tune_dir / run
@@ -286,15 +293,18 @@ def _run(spec: CampaignSpec, cdir: CampaignDir, *, run: str, trials: int, addres
                     resume_unfinished=True, resume_errored=False, restart_errored=False,
                 )
             else:
-                tuner = _tuner(spec, cdir, run, trials, tracking.trial_info() if tracking else None, monitor)
+                tuner = _tuner(spec, cdir, run, trials, tracking.trial_info() if tracking else None, monitor, reuse_actors)
             if not stop_requested.is_set():
+                fit_started = time.time()
                 tuner.fit()
+                fit_seconds = time.time() - fit_started
     except KeyboardInterrupt:
         pass
     except Exception:
         cdir.update_state(status="crashed")
         raise
     outcome = _outcome(spec, cdir, run, trials, started)
+    outcome.fit_seconds = fit_seconds
     cdir.update_state(status=outcome.status, message=outcome.message, driver_pid=None)
     if tracking is not None:
         tracking.finish(spec, cdir, outcome)

@@ -153,10 +153,13 @@ class TrialTracking:
             self.logger._put("model", lambda c, run: log_exported_model(c, run, model_dir))
 
     def finish(self, state: str, error: str | None, *, core_seconds: float, gpu_seconds: float) -> None:
-        """Resource use and final state; waits (bounded) for delivery."""
+        """Resource use and final state, queued; delivery goes on in the background (see :meth:`wait`)."""
         self.logger.set_tags({"hpo.core_seconds": f"{core_seconds:.1f}", "hpo.gpu_seconds": f"{gpu_seconds:.1f}"})
         self.logger.finish(state, error)
-        report = self.logger.close(timeout=120)
+
+    def wait(self, timeout: float = 300) -> None:
+        """Wait (bounded) until everything is delivered; warn about what is not."""
+        report = self.logger.close(timeout=timeout)
         if not report.complete:
             log.warning("trial %s: %d tracking operations not delivered (%s)", self.logger.trial_id, report.pending,
                         "; ".join(report.errors[-3:]))

@@ -103,6 +103,7 @@ class HorovodTrainable(tune.Trainable):
         self.context = context
         self.workers: Any = None
         self.tracker: Any = None
+        self.closing: list[Any] = []  # finished trials' trackers still delivering in the background
         self._start_trial(config)
 
     # --- trial lifecycle ---------------------------------------------------------------------------
@@ -149,7 +150,7 @@ class HorovodTrainable(tune.Trainable):
         if self.tracker is not None:
             self.tracker.log_epoch(self.epoch, metrics)
         done = self.epoch >= self.context.epochs
-        result: dict[str, Any] = {**metrics, "hpo.core_seconds": self._core_seconds()}
+        result: dict[str, Any] = {**metrics, "hpo.core_seconds": self._core_seconds(), "hpo.trial_busy_s": self.busy_s}
         if done:
             result.update(self._finish_trial())
         result["done"] = done
@@ -201,8 +202,11 @@ class HorovodTrainable(tune.Trainable):
         return True
 
     def cleanup(self) -> None:
-        """The actor goes away: close tracking, stop the Horovod workers."""
+        """The actor goes away: close tracking (waiting for delivery), stop the Horovod workers."""
         self._close_tracking("STOPPED" if self.epoch < self.context.epochs else "FINISHED", None)
+        for tracker in self.closing:
+            tracker.wait()
+        self.closing.clear()
         if self.workers is not None:
             self.workers.shutdown()
             self.workers = None
@@ -224,7 +228,11 @@ class HorovodTrainable(tune.Trainable):
         self.finished_state = state
         self.tracker.finish(state, error, core_seconds=self._core_seconds(),
                             gpu_seconds=self.busy_s * self.context.workers * self.context.gpus_per_worker)
+        # the next trial need not wait for this one's uploads (model, plots): they finish in the background
+        self.closing.append(self.tracker)
         self.tracker = None
+        if state == "FAILED":  # the actor may be torn down right after a failure: deliver the reason now
+            self.closing.pop().wait(timeout=60)
 
 
 def _describe(exc: BaseException) -> str:

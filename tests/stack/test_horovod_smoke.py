@@ -62,3 +62,13 @@ def test_keras_is_keras_2() -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     module, version = proc.stdout.split()
     assert module.startswith("tf_keras") and version.startswith("2.")
+
+
+@pytest.mark.slow
+def test_hpo_version_shows_horovod_with_tensorflow_and_gloo() -> None:
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "version"], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = next(line for line in proc.stdout.splitlines() if "horovod" in line)
+    assert "0.28.1" in line and "TensorFlow" in line and "Gloo" in line
+    assert "2.18" in next(line for line in proc.stdout.splitlines() if "tensorflow " in line or "│ tensorflow" in line)

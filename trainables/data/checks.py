@@ -6,6 +6,8 @@ how to fix it``. Values are scanned for NaN/Inf in chunks, so checking a large f
 
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,9 +128,22 @@ def check_file(path: str | Path, kind: str | None = None) -> Summary:
     return summary
 
 
+@functools.lru_cache(maxsize=8)
+def _checked(path: str, mtime_ns: int, size: int, kind: str | None) -> Summary:
+    return check_file(path, kind)
+
+
 def check_for_training(cfg: DataConfig, kind: str, batch_size: int, workers: int) -> Summary:
-    """:func:`check_file` plus: enough events for the split, the batch size and the number of ranks."""
-    summary = check_file(cfg.path, kind)
+    """:func:`check_file` plus: enough events for the split, the batch size and the number of ranks.
+
+    The full scan runs once per process and file version (path, mtime, size): warm workers that run
+    trial after trial on the same file do not rescan it.
+    """
+    try:
+        stat = os.stat(cfg.path)
+        summary = _checked(cfg.path, stat.st_mtime_ns, stat.st_size, kind)
+    except FileNotFoundError:
+        summary = check_file(cfg.path, kind)
     n = min(summary.events, cfg.max_events) if cfg.max_events else summary.events
     per_rank = round(cfg.split[0] * n) // workers
     if per_rank < batch_size:

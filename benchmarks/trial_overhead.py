@@ -1,0 +1,110 @@
+"""Per-trial overhead of a campaign: warm Horovod workers vs fresh workers vs a bare Ray Tune function trial.
+
+Overhead per trial = (wall time of the Tune run − time spent inside the trials' epochs) / trials, measured
+in one run on the same tiny workload (lhc_cnn on a small generated calo file, 2 ranks per trial, 2 epochs)
+and the same local Ray and MLflow server, so the ratios are comparable even on a noisy machine.
+
+    .venv/bin/python benchmarks/trial_overhead.py [--trials 6] [--out benchmarks/results/trial_overhead.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+CAMPAIGN = """\
+name: {name}
+workload:
+  name: lhc_cnn
+  data: {{path: {data}}}
+  params: {{batch_size: 32, conv_blocks: 2, filters: 8, dense_units: 16}}
+search:
+  space:
+    learning_rate: {{type: float, low: 3.0e-4, high: 3.0e-3, log: true}}
+  sampler: {{name: random}}
+  objective: {{metric: val_auc, mode: max}}
+budget: {{trials: {trials}}}
+trial: {{workers: 2, epochs: 2}}
+tracking: {{uri: {uri}}}
+"""
+
+
+def campaign_overhead(root: Path, data: Path, uri: str, trials: int, reuse: bool) -> dict[str, float]:
+    from orchestrator.config import load_campaign
+    from orchestrator.runner import launch
+    from orchestrator.state import CampaignDir
+
+    name = "warm" if reuse else "fresh"
+    spec_file = root / f"{name}.yaml"
+    spec_file.write_text(CAMPAIGN.format(name=name, data=data, uri=uri, trials=trials))
+    outcome = launch(load_campaign(spec_file), campaigns_dir=root / "campaigns", progress=False, reuse_actors=reuse)
+    records = CampaignDir.of(name, root / "campaigns").trials().values()
+    busy = sum(r["last"]["hpo.trial_busy_s"] for r in records)
+    return {"trials": len(records), "wall_s": outcome.fit_seconds, "in_trial_s": busy,
+            "overhead_per_trial_s": (outcome.fit_seconds - busy) / len(records)}
+
+
+def bare_overhead(trials: int) -> dict[str, float]:
+    from ray import tune
+
+    def trainable(config: dict) -> None:
+        tune.report({"x": config["x"]})
+
+    started = time.time()
+    tune.Tuner(trainable, param_space={"x": tune.uniform(0, 1)}, tune_config=tune.TuneConfig(num_samples=trials),
+               run_config=tune.RunConfig(storage_path=tempfile.mkdtemp(prefix="hpo-bare-"), verbose=0)).fit()
+    wall = time.time() - started
+    return {"trials": trials, "wall_s": wall, "in_trial_s": 0.0, "overhead_per_trial_s": wall / trials}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=6)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/trial_overhead.json"))
+    args = parser.parse_args()
+
+    import ray
+    from rich.console import Console
+    from rich.table import Table
+
+    from orchestrator.runner import init_ray
+    from tracking.server import start_server, stop_group
+    from trainables.data.generate import write_calo
+
+    with tempfile.TemporaryDirectory(prefix="hpo-overhead-") as tmp:
+        root = Path(tmp)
+        data = write_calo(root / "calo.h5", events=800, seed=1, progress=False)
+        server = start_server(directory=root / "mlflow")
+        try:
+            init_ray(None)
+            results = {
+                "warm workers (reuse_actors)": campaign_overhead(root, data, server.uri, args.trials, reuse=True),
+                "fresh workers": campaign_overhead(root, data, server.uri, args.trials, reuse=False),
+                "bare Tune function trial": bare_overhead(args.trials),
+            }
+        finally:
+            ray.shutdown()
+            stop_group(server.pid)
+
+    table = Table(title=f"per-trial overhead, {args.trials} trials each, 2 Horovod ranks per trial ({os.cpu_count()} cores)")
+    for col in ("variant", "trials", "Tune run wall [s]", "inside trials [s]", "overhead / trial [s]"):
+        table.add_column(col, justify="right" if col != "variant" else "left")
+    for name, r in results.items():
+        table.add_row(name, str(r["trials"]), f"{r['wall_s']:.1f}", f"{r['in_trial_s']:.1f}", f"{r['overhead_per_trial_s']:.2f}")
+    Console().print(table)
+    warm, fresh = results["warm workers (reuse_actors)"], results["fresh workers"]
+    print(f"fresh/warm overhead ratio: {fresh['overhead_per_trial_s'] / warm['overhead_per_trial_s']:.1f}x")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"trials": args.trials, "cores": os.cpu_count(), "results": results}, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
