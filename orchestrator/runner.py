@@ -269,7 +269,7 @@ def _run(spec: CampaignSpec, cdir: CampaignDir, *, run: str, trials: int, addres
          restore: bool = False, reuse_actors: bool = True) -> RunOutcome:
     from ray import tune
 
-    from orchestrator.tracking_bridge import CampaignTracking
+    from orchestrator.tracking_bridge import CampaignTracking, undelivered_note
 
     # `hpo stop` sends SIGUSR1. Tune handles it during fit(); before that, our handler notes it (the default
     # action would kill the driver without saving anything).
@@ -305,6 +305,7 @@ def _run(spec: CampaignSpec, cdir: CampaignDir, *, run: str, trials: int, addres
         raise
     outcome = _outcome(spec, cdir, run, trials, started)
     outcome.fit_seconds = fit_seconds
+    outcome.message += undelivered_note(cdir)
     cdir.update_state(status=outcome.status, message=outcome.message, driver_pid=None)
     if tracking is not None:
         tracking.finish(spec, cdir, outcome)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from orchestrator.state import CampaignDir, write_json
+from orchestrator.state import CampaignDir, read_json, write_json
 
 if TYPE_CHECKING:
     from orchestrator.config import CampaignSpec
@@ -158,8 +158,22 @@ class TrialTracking:
         self.logger.finish(state, error)
 
     def wait(self, timeout: float = 300) -> None:
-        """Wait (bounded) until everything is delivered; warn about what is not."""
+        """Wait (bounded) until everything is delivered; record what is not (the campaign reports it)."""
         report = self.logger.close(timeout=timeout)
         if not report.complete:
             log.warning("trial %s: %d tracking operations not delivered (%s)", self.logger.trial_id, report.pending,
                         "; ".join(report.errors[-3:]))
+            write_json(self.trial_dir / UNDELIVERED, {"pending": report.pending, "errors": report.errors[-10:]})
+
+
+UNDELIVERED = "tracking_undelivered.json"
+
+
+def undelivered_note(cdir: CampaignDir) -> str:
+    """One sentence about tracking operations that never reached MLflow, or ''."""
+    found = sorted(cdir.trials_dir.glob(f"*/{UNDELIVERED}"))
+    if not found:
+        return ""
+    pending = sum(int(read_json(path, {}).get("pending", 0)) for path in found)
+    return (f"; {pending} tracking operation(s) of {len(found)} trial(s) did not reach MLflow "
+            f"(see {cdir.trials_dir}/*/{UNDELIVERED})")
