@@ -33,3 +33,37 @@ def calo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from trainables.data.generate import write_calo
 
     return write_calo(tmp_path_factory.mktemp("data") / "calo.h5", events=1200, seed=5, progress=False)
+
+
+@pytest.fixture(scope="session")
+def cosmo3d_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small set of dark-matter cubes (160 cubes of 32³, 4 redshift channels)."""
+    from trainables.data.generate import write_cosmo3d
+
+    return write_cosmo3d(tmp_path_factory.mktemp("data") / "cosmo3d.h5", events=160, seed=5, progress=False)
+
+
+@pytest.fixture(scope="session")
+def lensing_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small set of convergence maps (640 maps of 64²)."""
+    from trainables.data.generate import write_lensing
+
+    return write_lensing(tmp_path_factory.mktemp("data") / "lensing.h5", events=640, seed=5, progress=False)
+
+
+@pytest.fixture(scope="session")
+def peak_rss_prelude() -> str:
+    """Python source defining ``PEAK_RSS_KIB()``: a child process's own peak RSS, for memory-bound tests.
+
+    VmHWM belongs to the child's new address space, whereas ``ru_maxrss`` survives fork and exec and so
+    reports the pytest parent's peak (over 1 GiB once TensorFlow is loaded) instead of the child's.
+    """
+    return (
+        "import resource\n"
+        "def PEAK_RSS_KIB():\n"
+        "    try:\n"
+        "        with open('/proc/self/status') as f:\n"
+        "            return next(int(line.split()[1]) for line in f if line.startswith('VmHWM:'))\n"
+        "    except OSError:\n"
+        "        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+    )
