@@ -85,6 +85,9 @@ class Trial:
         check_for_training(spec.data, self.workload.DATA_KIND, batch_size, self.size)
         tf.keras.backend.clear_session()
         tf.random.set_seed(spec.seed)
+        # the checkpointed RNG (GAN noise, label flips): seeded per trial and the same on every rank, since rank 0's
+        # checkpoint restores every rank; workloads derive per-rank draws from it (cosmogan.train_step)
+        tf.random.set_global_generator(tf.random.Generator.from_seed(spec.seed * 7919 + 17))
         self.splits = make_datasets(
             spec.data, self.workload.DATA_KIND, batch_size=batch_size, seed=spec.seed, rank=self.rank, size=self.size,
             options=self.workload.data_options(self.params),

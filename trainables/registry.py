@@ -24,6 +24,8 @@ from trainables.errors import HpoError
 #: Built-in workloads: registry name -> module path. The module name is the registry key.
 BUILTIN_WORKLOADS: dict[str, str] = {
     "lhc_cnn": "trainables.lhc_cnn",
+    "cosmoflow": "trainables.cosmoflow",
+    "cosmogan": "trainables.cosmogan",
 }
 
 ENTRY_POINT_GROUP = "hpo.workloads"

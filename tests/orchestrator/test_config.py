@@ -250,7 +250,7 @@ def test_unknown_scheduler(write_campaign: Callable[..., Path], capsys: pytest.C
 def test_unknown_workload(write_campaign: Callable[..., Path], capsys: pytest.CaptureFixture[str]) -> None:
     expect_error(
         write_campaign, capsys, VALID.replace("name: lhc_cnn", "name: resnet"),
-        "campaign.yaml:3: workload.name: unknown workload 'resnet'; valid names are lhc_cnn",
+        "campaign.yaml:3: workload.name: unknown workload 'resnet'; valid names are lhc_cnn, cosmoflow, cosmogan",
     )
 
 
@@ -356,3 +356,10 @@ def test_grid_sampler_needs_steps(write_campaign: Callable[..., Path], capsys: p
 def test_pbt_mutates_only_searched_parameters(write_campaign: Callable[..., Path], capsys: pytest.CaptureFixture[str]) -> None:
     text = VALID.replace("{name: asha, grace_period: 1}", "{name: pbt, mutate: [dropout]}")
     expect_error(write_campaign, capsys, text, "search.scheduler.mutate: 'dropout' is not a searched parameter")
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[2].joinpath("search_spaces").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_search_spaces_are_valid(path: Path) -> None:
+    """Every campaign we ship validates against its workload (data files are made by the user)."""
+    loaded = load_campaign(path, [], check_data=False, check_workload_face=True)
+    assert loaded.config.name and loaded.config.workload.name in ("lhc_cnn", "cosmoflow", "cosmogan")

@@ -16,7 +16,12 @@ from trainables.errors import HpoError, TrialError
 from trainables.loop import Trial, TrialSpec, resolve_params, train
 from trainables.registry import BUILTIN_WORKLOADS, load_workload, workload_names
 
-TINY = {"lhc_cnn": {"batch_size": 32, "conv_blocks": 2, "filters": 8, "dense_units": 16, "dropout": 0.0}}
+TINY = {
+    "lhc_cnn": {"batch_size": 32, "conv_blocks": 2, "filters": 8, "dense_units": 16, "dropout": 0.0},
+    "cosmoflow": {"batch_size": 8, "conv_layers": 3, "conv_size": 4, "fc1": 16, "fc2": 8, "dropout": 0.0},
+    "cosmogan": {"batch_size": 32, "gen_filters": 8, "disc_filters": 8, "latent_dim": 16, "validation_maps": 64},
+}
+FILES = {"lhc_cnn": "calo_file", "cosmoflow": "cosmo3d_file", "cosmogan": "lensing_file"}
 
 
 def _two_epochs_then_resume(spec: TrialSpec) -> dict[str, Any]:
@@ -36,9 +41,10 @@ def _two_epochs_then_resume(spec: TrialSpec) -> dict[str, Any]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(BUILTIN_WORKLOADS))
-def test_workload_contract_two_ranks(name: str, calo_file: Path, tmp_path: Path) -> None:
+def test_workload_contract_two_ranks(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     module = load_workload(name)
-    spec = TrialSpec(workload=name, params=TINY[name], data=DataConfig(path=str(calo_file)), seed=3, epochs=2,
+    data_file = request.getfixturevalue(FILES[name])
+    spec = TrialSpec(workload=name, params=TINY[name], data=DataConfig(path=str(data_file)), seed=3, epochs=2,
                      out_dir=str(tmp_path / "run"), threads=1)
     results = sorted(run_local(_two_epochs_then_resume, np=2, args=(spec,)), key=lambda r: r["rank"])
     chief, other = results
@@ -85,7 +91,7 @@ def test_unknown_parameter_lists_valid_ones() -> None:
 
 
 def test_registry_rejects_unknown_names_and_accepts_dotted_user_workloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(HpoError, match="unknown workload 'resnet'; valid names are lhc_cnn"):
+    with pytest.raises(HpoError, match="unknown workload 'resnet'; valid names are lhc_cnn, cosmoflow, cosmogan"):
         load_workload("resnet")
     package = tmp_path / "mylab"
     package.mkdir()

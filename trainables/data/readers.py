@@ -6,21 +6,33 @@
   every rank runs exactly :attr:`Splits.steps_per_epoch` batches, which Horovod needs.
 * **Streaming**: a rank reads its events in groups sorted by index; each group is one contiguous slab
   read from HDF5 (fast) from which the group's events are picked, so memory holds one group plus the
-  shuffle buffer, never the file. Group order and the buffer are reshuffled every epoch.
-* **Normalisation**: calorimeter channels are divided by their maxima over the training split (the
-  public data's convention), computed once per process and file.
+  shuffle buffer, never the file. Groups and the shuffle buffer are bounded in *bytes* (a 128³ cube of 4
+  channels is 32 MiB), and group order and the buffer are reshuffled every epoch.
+* **Normalisation**: computed on the training split once per process and file version.
 
-Layouts: ours and the public ATLAS RPV layout (``all_events/hist``, ``histEM``, ``histtrack``, ``y``,
-``weight``) are the same for ``calo``.
+One reader per data kind (:data:`READERS`), each accepting our layout and the public one:
+
+=========  =====================================================  ===================================
+kind       element                                                 layouts
+=========  =====================================================  ===================================
+calo       ``x`` float32[H, W, C], ``y`` float32[], ``w`` []        ours = public ATLAS RPV (``all_events/``)
+cosmo3d    ``x`` float32[S, S, S, C], ``y`` float32[T] (u-space)    ours (``x``, ``unitPar``); MLPerf-style
+                                                                   (``x``, ``y``); raw universe (``full``
+                                                                   (D, D, D, 4), ``unitPar`` (4,)), cut
+                                                                   into sub-cubes
+lensing    ``x`` float32[S, S, 1] in [−1, 1), ``c`` float32[2]      ours (``maps``, ``params``); a bare
+                                                                   (N, S, S) ``maps``/``kappa`` dataset
+=========  =====================================================  ===================================
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import h5py
 import numpy as np
@@ -32,7 +44,12 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
 GROUP_EVENTS = 256
+GROUP_BYTES = 32 * 2**20
+SHUFFLE_BYTES = 256 * 2**20
 CALO_CHANNELS = {3: ("hist", "histEM", "histtrack"), 1: ("hist",)}
+COSMO_PARAMETERS = ("Omega_m", "sigma_8", "n_s", "H_0")
+COSMO_FIDUCIAL = (0.3, 0.8, 0.96, 70.0)
+COSMO_SUBCUBE = 128  # the public raw universes (512³) are cut into 128³ sub-cubes, as MLPerf does
 
 
 @dataclass(frozen=True)
@@ -62,92 +79,277 @@ def split_indices(n: int, split: Sequence[float], seed: int) -> dict[str, np.nda
     return {k: np.sort(v) for k, v in parts.items()}
 
 
-def _calo_options(options: Mapping[str, Any] | None) -> tuple[tuple[str, ...], str]:
-    options = dict(options or {})
-    channels = options.pop("channels", 3)
-    transform = options.pop("transform", "max")
-    if channels not in CALO_CHANNELS:
-        raise HpoError(f"data option channels must be 1 or 3, but got {channels!r}")
-    if transform not in ("max", "log"):
-        raise HpoError(f"data option transform must be 'max' or 'log', but got {transform!r}")
-    if options:
-        raise HpoError(f"unknown data option(s) {sorted(options)} for calo; valid: channels, transform")
-    return CALO_CHANNELS[channels], transform
-
-
-def _n_events(cfg: DataConfig) -> int:
-    try:
-        with h5py.File(cfg.path, "r") as f:
-            n = int(f["all_events/y"].shape[0])
-    except (OSError, KeyError) as exc:
-        raise DataError(cfg.path, f"cannot read events ({exc}); run `hpo data check {cfg.path}`") from None
-    return min(n, cfg.max_events) if cfg.max_events else n
-
-
-@functools.lru_cache(maxsize=16)
-def _channel_max(path: str, mtime: float, keys: tuple[str, ...], train_key: bytes) -> tuple[float, ...]:
-    train = np.frombuffer(train_key, dtype=np.int64)
-    maxima = np.zeros(len(keys))
-    with h5py.File(path, "r") as f:
-        for group in _groups(train):
-            lo, hi = int(group[0]), int(group[-1]) + 1
-            for c, key in enumerate(keys):
-                slab = f["all_events"][key][lo:hi][group - lo]
-                maxima[c] = max(maxima[c], float(slab.max()))
-    return tuple(float(m) if m > 0 else 1.0 for m in maxima)
-
-
 def _groups(indices: np.ndarray, size: int = GROUP_EVENTS) -> list[np.ndarray]:
     return [indices[i:i + size] for i in range(0, indices.size, size)]
 
 
-def _read_group(f: h5py.File, keys: Sequence[str], group: np.ndarray) -> dict[str, np.ndarray]:
+def _slab(ds: h5py.Dataset, group: np.ndarray) -> np.ndarray:
+    """The events ``group`` (sorted) of ``ds``: one contiguous read, then a pick."""
     lo, hi = int(group[0]), int(group[-1]) + 1
-    return {key: f["all_events"][key][lo:hi][group - lo] for key in keys}
+    return ds[lo:hi][group - lo]
 
 
-class _CaloStream:
-    """Yields groups of (x, y, w) for a sorted index array; reshuffles group order every call."""
+def _attr(f: h5py.File, name: str) -> Any:
+    value = f.attrs.get(name)
+    return value.decode() if isinstance(value, bytes) else value
 
-    def __init__(self, path: str, keys: Sequence[str], indices: np.ndarray, maxima: Sequence[float],
-                 weight_scale: float, seed: int, shuffle: bool, transform: str, epoch: int = 0) -> None:
-        self.path, self.keys, self.indices = path, tuple(keys), indices
-        self.maxima = np.asarray(maxima, np.float32)
-        self.weight_scale = weight_scale
-        self.seed, self.shuffle, self.transform, self.epoch = seed, shuffle, transform, epoch
 
-    def __call__(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        groups = _groups(self.indices)
+class KindReader:
+    """How one data kind is read: its layout, options, normalisation and elements.
+
+    Subclasses set :attr:`kind`, :attr:`options` (name -> default) and implement the hooks. One instance
+    serves one file and one set of options.
+    """
+
+    kind: ClassVar[str]
+    options: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, path: str, options: Mapping[str, Any] | None) -> None:
+        self.path = path
+        given = dict(options or {})
+        unknown = sorted(set(given) - set(self.options))
+        if unknown:
+            raise HpoError(f"unknown data option(s) {unknown} for {self.kind}; valid: {', '.join(self.options) or 'none'}")
+        self.opts = {**self.options, **given}
+        try:
+            with h5py.File(path, "r") as f:
+                self.open(f)
+        except (OSError, KeyError) as exc:
+            raise DataError(path, f"cannot read the {self.kind} layout ({exc}); run `hpo data check {path}`") from None
+
+    # --- hooks --------------------------------------------------------------------------------------
+
+    def open(self, f: h5py.File) -> None:
+        """Validate options against the file and remember shapes (``self.n``, ``self.sample_shape``)."""
+        raise NotImplementedError
+
+    def prepare(self, train: np.ndarray) -> dict[str, Any]:
+        """Normalisation constants from the training indices (cached per file version by callers)."""
+        return {}
+
+    def read(self, f: h5py.File, group: np.ndarray, norm: Mapping[str, Any]) -> tuple[np.ndarray, ...]:
+        """The group's elements, normalised, as a tuple matching :meth:`fields`."""
+        raise NotImplementedError
+
+    def fields(self) -> dict[str, tuple[int, ...]]:
+        """Element names and per-event shapes, in :meth:`read` order (all float32)."""
+        raise NotImplementedError
+
+    # --- shared -------------------------------------------------------------------------------------
+
+    n: int
+    sample_shape: tuple[int, ...]
+
+    @property
+    def event_bytes(self) -> int:
+        return int(sum(4 * np.prod(shape, dtype=np.int64) for shape in self.fields().values()))
+
+    @property
+    def group_events(self) -> int:
+        return int(max(1, min(GROUP_EVENTS, GROUP_BYTES // max(self.event_bytes, 1))))
+
+
+class CaloReader(KindReader):
+    """LHC images: ``x`` = channels divided by their training-split maxima (``max``) or log-scaled (``log``);
+    ``w`` the event weight scaled to mean 1 over the training split."""
+
+    kind = "calo"
+    options: ClassVar[dict[str, Any]] = {"channels": 3, "transform": "max"}
+
+    def open(self, f: h5py.File) -> None:
+        if self.opts["channels"] not in CALO_CHANNELS:
+            raise HpoError(f"data option channels must be 1 or 3, but got {self.opts['channels']!r}")
+        if self.opts["transform"] not in ("max", "log"):
+            raise HpoError(f"data option transform must be 'max' or 'log', but got {self.opts['transform']!r}")
+        self.keys = CALO_CHANNELS[self.opts["channels"]]
+        self.n = int(f["all_events/y"].shape[0])
+        h, w = f["all_events/hist"].shape[1:]
+        self.sample_shape = (int(h), int(w), len(self.keys))
+
+    def prepare(self, train: np.ndarray) -> dict[str, Any]:
+        maxima = np.zeros(len(self.keys))
+        with h5py.File(self.path, "r") as f:
+            for group in _groups(train, self.group_events):
+                for c, key in enumerate(self.keys):
+                    maxima[c] = max(maxima[c], float(_slab(f["all_events"][key], group).max()))
+            mean_weight = float(f["all_events/weight"][: int(train.max()) + 1][train].mean()) if train.size else 1.0
+        return {"channel_max": [float(m) if m > 0 else 1.0 for m in maxima], "channels": list(self.keys),
+                "weight_scale": 1.0 / (mean_weight or 1.0), "transform": self.opts["transform"]}
+
+    def read(self, f: h5py.File, group: np.ndarray, norm: Mapping[str, Any]) -> tuple[np.ndarray, ...]:
+        g = f["all_events"]
+        x = np.stack([_slab(g[k], group) for k in self.keys], axis=-1).astype(np.float32)
+        maxima = np.asarray(norm["channel_max"], np.float32)
+        # energies span 5 decades: log(1+E)/log(1+E_max), in [0, 1]
+        x = np.log1p(np.maximum(x, 0)) / np.log1p(maxima) if norm["transform"] == "log" else x / maxima
+        y = _slab(g["y"], group).astype(np.float32)
+        w = (_slab(g["weight"], group) * norm["weight_scale"]).astype(np.float32)
+        return x, y, w
+
+    def fields(self) -> dict[str, tuple[int, ...]]:
+        return {"x": self.sample_shape, "y": (), "w": ()}
+
+
+class Cosmo3dReader(KindReader):
+    """Dark-matter density cubes: ``x`` = ``log(1 + counts)`` (``log``) or counts over the cube's mean
+    per channel (``mean``), from ``redshifts`` channels (1 = z = 0 only, or all 4); ``y`` = the first
+    ``targets`` of (Ω_m, σ_8, n_s, H_0) in u-space [−1, 1] (physical = fiducial · (1 + 0.1 u))."""
+
+    kind = "cosmo3d"
+    options: ClassVar[dict[str, Any]] = {"transform": "log", "redshifts": 4, "targets": 3}
+
+    def open(self, f: h5py.File) -> None:
+        if self.opts["transform"] not in ("log", "mean"):
+            raise HpoError(f"data option transform must be 'log' or 'mean', but got {self.opts['transform']!r}")
+        if int(self.opts["targets"]) not in (1, 2, 3, 4):
+            raise HpoError(f"data option targets must be 1 to 4, but got {self.opts['targets']!r}")
+        if "full" in f:  # one raw universe (D, D, D, 4) and its unitPar (4,)
+            d = int(f["full"].shape[0])
+            self.sub = min(COSMO_SUBCUBE, d)
+            self.per_axis = d // self.sub
+            self.n = self.per_axis**3
+            channels = int(f["full"].shape[-1])
+            self.layout = "raw"
+        else:
+            self.layout = "ours"
+            self.target_key = "unitPar" if "unitPar" in f else "y"
+            self.n = int(f["x"].shape[0])
+            self.sub = int(f["x"].shape[1])
+            channels = int(f["x"].shape[-1])
+        redshifts = int(self.opts["redshifts"])
+        if redshifts not in (1, channels):
+            raise HpoError(f"data option redshifts must be 1 or {channels} (the file's channels), but got {redshifts}")
+        self.sample_shape = (self.sub, self.sub, self.sub, redshifts)
+
+    def _cubes(self, f: h5py.File, group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        c = self.sample_shape[-1]
+        if self.layout == "ours":
+            return _slab(f["x"], group)[..., :c], _slab(f[self.target_key], group)
+        s, p = self.sub, self.per_axis
+        cubes = []
+        for index in group:
+            i, j, k = int(index) // (p * p), int(index) // p % p, int(index) % p
+            cubes.append(f["full"][i * s:(i + 1) * s, j * s:(j + 1) * s, k * s:(k + 1) * s, :c])
+        return np.stack(cubes), np.repeat(f["unitPar"][:][None], group.size, axis=0)
+
+    def read(self, f: h5py.File, group: np.ndarray, norm: Mapping[str, Any]) -> tuple[np.ndarray, ...]:
+        counts, u = self._cubes(f, group)
+        x = np.maximum(counts.astype(np.float32), 0)
+        if self.opts["transform"] == "log":
+            x = np.log1p(x)
+        else:
+            x = x / np.maximum(x.mean(axis=(1, 2, 3), keepdims=True), 1e-6)
+        return x, u[:, : int(self.opts["targets"])].astype(np.float32)
+
+    def fields(self) -> dict[str, tuple[int, ...]]:
+        return {"x": self.sample_shape, "y": (int(self.opts["targets"]),)}
+
+    def target_names(self) -> list[str]:
+        return list(COSMO_PARAMETERS[: int(self.opts["targets"])])
+
+
+class LensingReader(KindReader):
+    """Convergence maps: ``x`` = CosmoGAN's s(y) = 2y/(y + 4) − 1 of y = 1 + κ/λ ≥ 0 (λ the lognormal
+    shift: the file's ``hpo.param.shift``, else from the training minimum), in [−1, 1) like a tanh
+    output; ``c`` the map's (Ω_m, σ_8) (zeros when the file has none). :func:`kappa_from_model`
+    inverts the transform."""
+
+    kind = "lensing"
+
+    def open(self, f: h5py.File) -> None:
+        self.key = next((k for k in ("maps", "kappa") if k in f), None) or "maps"
+        ds = f[self.key]
+        self.n = int(ds.shape[0])
+        self.sample_shape = (int(ds.shape[1]), int(ds.shape[2]), 1)
+        self.has_params = "params" in f
+        shift = _attr(f, "hpo.param.shift")
+        self.shift = float(shift) if shift is not None else None
+        arcmin = _attr(f, "hpo.param.pixel_arcmin")
+        self.pixel_rad = float(np.deg2rad(float(arcmin) / 60)) if arcmin is not None else 1.0
+
+    def prepare(self, train: np.ndarray) -> dict[str, Any]:
+        pixel = {"pixel_size": self.pixel_rad}
+        if self.shift is not None:
+            return {"shift": self.shift, **pixel}
+        low = 0.0
+        with h5py.File(self.path, "r") as f:
+            for group in _groups(train, self.group_events):
+                low = min(low, float(_slab(f[self.key], group).min()))
+        return {"shift": max(-low * 1.05, 1e-3), **pixel}
+
+    def read(self, f: h5py.File, group: np.ndarray, norm: Mapping[str, Any]) -> tuple[np.ndarray, ...]:
+        kappa = _slab(f[self.key], group).astype(np.float32)
+        x = model_from_kappa(kappa, norm["shift"])[..., None]
+        c = _slab(f["params"], group).astype(np.float32) if self.has_params else np.zeros((group.size, 2), np.float32)
+        return x, c
+
+    def fields(self) -> dict[str, tuple[int, ...]]:
+        return {"x": self.sample_shape, "c": (2,)}
+
+
+def model_from_kappa(kappa: np.ndarray, shift: float) -> np.ndarray:
+    """CosmoGAN's transform s(y) = 2y/(y + 4) − 1 of y = max(1 + κ/λ, 0): κ ≥ −λ maps into [−1, 1)."""
+    y = np.maximum(1.0 + np.asarray(kappa, np.float32) / np.float32(shift), 0.0)
+    return (2 * y / (y + 4) - 1).astype(np.float32)
+
+
+def kappa_from_model(s: np.ndarray, shift: float) -> np.ndarray:
+    """The inverse of :func:`model_from_kappa`: y = 4(s + 1)/(1 − s), κ = λ(y − 1)."""
+    s = np.clip(np.asarray(s, np.float64), -1.0, 1.0 - 1e-6)
+    return (shift * (4 * (s + 1) / (1 - s) - 1)).astype(np.float32)
+
+
+READERS: dict[str, type[KindReader]] = {"calo": CaloReader, "cosmo3d": Cosmo3dReader, "lensing": LensingReader}
+
+
+def reader_for(cfg: DataConfig, kind: str, options: Mapping[str, Any] | None = None) -> KindReader:
+    """The reader of ``kind`` for ``cfg.path`` with ``options``; unknown kinds and options are errors."""
+    if kind not in READERS:
+        raise HpoError(f"no reader for data kind {kind!r}; valid kinds are {', '.join(READERS)}")
+    return READERS[kind](cfg.path, options)
+
+
+def _n_events(cfg: DataConfig, reader: KindReader) -> int:
+    return min(reader.n, cfg.max_events) if cfg.max_events else reader.n
+
+
+@functools.lru_cache(maxsize=16)
+def _norm(kind: str, path: str, mtime: float, options: str, train_key: bytes) -> str:
+    reader = READERS[kind](path, json.loads(options))
+    return json.dumps(reader.prepare(np.frombuffer(train_key, dtype=np.int64)))
+
+
+class _Stream:
+    """Yields groups of elements for a sorted index array; reshuffles group order per epoch."""
+
+    def __init__(self, reader: KindReader, norm: Mapping[str, Any], indices: np.ndarray, seed: int, shuffle: bool,
+                 epoch: int = 0) -> None:
+        self.reader, self.norm, self.indices = reader, norm, indices
+        self.seed, self.shuffle, self.epoch = seed, shuffle, epoch
+
+    def __call__(self) -> Iterator[tuple[np.ndarray, ...]]:
+        groups = _groups(self.indices, self.reader.group_events)
         if self.shuffle:
             order = np.random.default_rng([self.seed, self.epoch]).permutation(len(groups))
             groups = [groups[i] for i in order]
-        with h5py.File(self.path, "r") as f:
+        with h5py.File(self.reader.path, "r") as f:
             for group in groups:
-                data = _read_group(f, (*self.keys, "y", "weight"), group)
-                x = np.stack([data[k] for k in self.keys], axis=-1).astype(np.float32)
-                if self.transform == "log":  # energies span 5 decades: log(1+E)/log(1+E_max), in [0, 1]
-                    x = np.log1p(np.maximum(x, 0)) / np.log1p(self.maxima)
-                else:
-                    x = x / self.maxima
-                yield x, data["y"].astype(np.float32), (data["weight"] * self.weight_scale).astype(np.float32)
+                yield self.reader.read(f, group, self.norm)
 
 
 def make_datasets(cfg: DataConfig, kind: str, *, batch_size: int, seed: int, rank: int = 0, size: int = 1,
                   options: Mapping[str, Any] | None = None) -> Splits:
     """This rank's train/validation/test ``tf.data`` pipelines for a data file of ``kind``.
 
-    Elements are dicts: calo ``{"x": float32[H, W, C], "y": float32[], "w": float32[]}`` (x divided by
-    the training split's channel maxima; w the event weight scaled to mean 1 over the training split).
+    Elements are dicts of float32 tensors named as in the module docstring's table.
 
     Raises:
         HpoError: unknown kind or option; DataError: the file cannot serve this split and batch size.
     """
-    if kind != "calo":
-        raise HpoError(f"no reader for data kind {kind!r}; this build reads: calo")
     import tensorflow as tf
 
-    keys, transform = _calo_options(options)
-    n = _n_events(cfg)
+    reader = reader_for(cfg, kind, options)
+    n = _n_events(cfg, reader)
     parts = split_indices(n, cfg.split, seed)
     train = parts["train"]
     per_rank = train.size // size
@@ -160,57 +362,59 @@ def make_datasets(cfg: DataConfig, kind: str, *, batch_size: int, seed: int, ran
     # disjoint equal shards: a seeded permutation of the training events, dealt round-robin
     dealt = np.random.default_rng([seed, 104729]).permutation(train)[: per_rank * size]
     shard = np.sort(dealt[rank::size])
-    mtime = os.path.getmtime(cfg.path)
-    maxima = _channel_max(cfg.path, mtime, keys, train.astype(np.int64).tobytes())
-    with h5py.File(cfg.path, "r") as f:
-        weights = f["all_events/weight"][:n]
-        h, w = f["all_events/hist"].shape[1:]
-    mean_weight = float(weights[train].mean()) or 1.0
-    scale = 1.0 / mean_weight
-    signature = (
-        tf.TensorSpec((None, h, w, len(keys)), tf.float32), tf.TensorSpec((None,), tf.float32), tf.TensorSpec((None,), tf.float32),
-    )
+    norm = json.loads(_norm(kind, cfg.path, os.path.getmtime(cfg.path), json.dumps(reader.opts, sort_keys=True),
+                            train.astype(np.int64).tobytes()))
+    fields = reader.fields()
+    signature = tuple(tf.TensorSpec((None, *shape), tf.float32) for shape in fields.values())
+    names = list(fields)
+    buffer_cap = max(1, SHUFFLE_BYTES // max(reader.event_bytes, 1))
 
     def pipeline(indices: np.ndarray, *, shuffle: bool, drop: bool, epoch: int = 0) -> tf.data.Dataset:
-        stream = _CaloStream(cfg.path, keys, indices, maxima, scale, seed + 31 * rank, shuffle, transform, epoch)
+        stream = _Stream(reader, norm, indices, seed + 31 * rank, shuffle, epoch)
         ds = tf.data.Dataset.from_generator(stream, output_signature=signature).unbatch()
         if shuffle:
-            buffer = min(cfg.shuffle_buffer, max(indices.size, 1))
+            buffer = min(cfg.shuffle_buffer, buffer_cap, max(indices.size, 1))
             ds = ds.shuffle(buffer, seed=(seed * 1_000_003 + rank * 10_007 + epoch) % 2**31, reshuffle_each_iteration=False)
-        ds = ds.map(lambda x, y, w: {"x": x, "y": y, "w": w}, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda *xs: dict(zip(names, xs, strict=True)), num_parallel_calls=tf.data.AUTOTUNE)
         ds = ds.batch(batch_size, drop_remainder=drop)
         if drop:
             ds = ds.take(steps)
         return ds.prefetch(tf.data.AUTOTUNE)
 
+    if isinstance(reader, Cosmo3dReader):
+        norm = {**norm, "targets": reader.target_names(), "transform": reader.opts["transform"],
+                "redshifts": reader.opts["redshifts"]}
     return Splits(
         train=pipeline(shard, shuffle=True, drop=True),
         val=pipeline(parts["val"][rank::size], shuffle=False, drop=False),
         test=pipeline(parts["test"][rank::size], shuffle=False, drop=False),
         n_train=int(train.size), n_val=int(parts["val"].size), n_test=int(parts["test"].size),
-        steps_per_epoch=steps, input_shape=(int(h), int(w), len(keys)),
-        norm={"channel_max": list(maxima), "channels": list(keys), "weight_scale": scale, "transform": transform},
+        steps_per_epoch=steps, input_shape=reader.sample_shape, norm=norm,
         train_for_epoch=lambda epoch: pipeline(shard, shuffle=True, drop=True, epoch=epoch),
     )
 
 
 def load_arrays(cfg: DataConfig, kind: str, split: str, *, seed: int, keys: Sequence[str] | None = None,
                 limit: int | None = None) -> dict[str, np.ndarray]:
-    """Raw (un-normalised) arrays of one split, in index order, for metrics and plots on rank 0."""
-    if kind != "calo":
-        raise HpoError(f"no reader for data kind {kind!r}; this build reads: calo")
+    """Raw (un-normalised) datasets of one split, in index order, for metrics and plots on rank 0.
+
+    Keys are dataset names within the kind's group (``all_events/`` for calo, the root otherwise).
+    """
     if split not in ("train", "val", "test"):
         raise HpoError(f"split must be train, val or test, but got {split!r}")
-    indices = split_indices(_n_events(cfg), cfg.split, seed)[split]
+    reader = reader_for(cfg, kind)
+    indices = split_indices(_n_events(cfg, reader), cfg.split, seed)[split]
     if limit is not None:
         indices = indices[:limit]
     with h5py.File(cfg.path, "r") as f:
-        keys = list(keys or f["all_events"].keys())
-        missing = [k for k in keys if k not in f["all_events"]]
+        root = f["all_events"] if kind == "calo" else f
+        keys = list(keys or [k for k in root if isinstance(root[k], h5py.Dataset)])
+        missing = [k for k in keys if k not in root]
         if missing:
-            raise DataError(cfg.path, f"no dataset {missing[0]}", key=f"all_events/{missing[0]}")
+            prefix = "all_events/" if kind == "calo" else ""
+            raise DataError(cfg.path, f"no dataset {missing[0]}", key=f"{prefix}{missing[0]}")
         out: dict[str, list[np.ndarray]] = {k: [] for k in keys}
-        for group in _groups(indices, 1024):
-            for key, value in _read_group(f, keys, group).items():
-                out[key].append(value)
+        for group in _groups(indices, reader.group_events):
+            for key in keys:
+                out[key].append(_slab(root[key], group))
     return {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in out.items()}

@@ -1,0 +1,207 @@
+"""``cosmogan``: the CosmoGAN DCGAN generating 2D weak-lensing convergence maps.
+
+Generator (Mustafa et al. 2019, scaled by its hyperparameters): z ∈ R^``latent_dim`` ~ N(0, 1) → dense
+(S/16)²·8f → batch norm → ReLU → 3 × [ConvTranspose k×k stride 2 (4f, 2f, f filters) → batch norm → ReLU]
+→ ConvTranspose k×k stride 2 → tanh, with f = ``gen_filters``. Discriminator: 4 × [Conv k×k stride 2
+(f, 2f, 4f, 8f filters with f = ``disc_filters``) → (batch norm after the first) → LeakyReLU 0.2] → one
+logit. Non-saturating GAN loss; Adam with its own learning rate per network (``gen_learning_rate``,
+``disc_learning_rate``) and a shared ``beta1`` (0.5); one-sided ``label_smoothing`` of the real labels
+and a ``label_flip`` probability (0.01) for the discriminator's labels. Maps enter and leave through
+CosmoGAN's transform s(y) = 2y/(y + 4) − 1 of y = 1 + κ/λ (``trainables.data.readers``).
+
+Judged as the paper judges it, on generated vs validation maps back in κ units
+(``trainables.metrics.gan_quality``): ``val_gan_score`` (one scalar, lower is better, relative to the
+validation set's own spread: the objective), ``val_ps_max_rel_dev`` (largest relative deviation of the
+mean power spectrum over the ℓ bins with signal; SCIENCE.md's target is < 0.1), ``val_ks`` (pixel
+histogram KS distance) beside ``val_ks_ref`` (the validation set's own), and ``val_mf_chi`` (Minkowski
+functionals). ``train_loss`` is the discriminator's loss, ``train_g_loss`` the generator's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainables.errors import HpoError
+from trainables.workload import Parts, gather, make_optimizer, write_export
+
+DATA_KIND = "lensing"
+METRICS = ("train_loss", "train_g_loss", "val_gan_score", "val_ps_max_rel_dev", "val_ps_chi", "val_ks", "val_ks_ref",
+           "val_mf_chi")
+OBJECTIVE = ("val_gan_score", "min")
+DEFAULT_PARAMS: dict[str, Any] = {
+    "latent_dim": 64,
+    "gen_filters": 32,
+    "disc_filters": 32,
+    "kernel_size": 5,
+    "gen_learning_rate": 2e-4,
+    "disc_learning_rate": 2e-4,
+    "beta1": 0.5,
+    "batch_size": 32,
+    "label_smoothing": 0.0,
+    "label_flip": 0.01,
+    "warmup_epochs": 0.0,
+    "validation_maps": 256,
+}
+
+
+def data_options(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The lensing reader has no options."""
+    return {}
+
+
+def build(params: Mapping[str, Any], input_shape: tuple[int, ...]) -> Parts:
+    """Generator, discriminator and their Adam optimizers."""
+    import tf_keras as keras
+
+    size = int(input_shape[0])
+    if size % 16 or size < 16:
+        raise HpoError(f"cosmogan needs maps whose side is a multiple of 16 (4 upsamplings of 2), but got {size}")
+    f, k, latent = int(params["gen_filters"]), int(params["kernel_size"]), int(params["latent_dim"])
+    base = size // 16
+    z = keras.Input(shape=(latent,), name="z")
+    x = keras.layers.Dense(base * base * 8 * f, use_bias=False)(z)
+    x = keras.layers.BatchNormalization(momentum=0.9)(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.Reshape((base, base, 8 * f))(x)
+    for filters in (4 * f, 2 * f, f):
+        x = keras.layers.Conv2DTranspose(filters, k, strides=2, padding="same", use_bias=False)(x)
+        x = keras.layers.BatchNormalization(momentum=0.9)(x)
+        x = keras.layers.ReLU()(x)
+    maps = keras.layers.Conv2DTranspose(1, k, strides=2, padding="same", activation="tanh", name="map")(x)
+    generator = keras.Model(z, maps, name="generator")
+
+    d = int(params["disc_filters"])
+    image = keras.Input(shape=input_shape, name="map")
+    y = image
+    for i, filters in enumerate((d, 2 * d, 4 * d, 8 * d)):
+        y = keras.layers.Conv2D(filters, k, strides=2, padding="same", use_bias=i == 0)(y)
+        if i > 0:
+            y = keras.layers.BatchNormalization(momentum=0.9)(y)
+        y = keras.layers.LeakyReLU(0.2)(y)
+    y = keras.layers.Flatten()(y)
+    logit = keras.layers.Dense(1, name="logit")(y)
+    discriminator = keras.Model(image, logit, name="discriminator")
+
+    def adam(lr_key: str) -> Any:
+        return make_optimizer({"optimizer": "adam", "learning_rate": params[lr_key], "beta1": params["beta1"]})
+
+    return Parts(
+        models={"generator": generator, "discriminator": discriminator},
+        optimizers={"generator": adam("gen_learning_rate"), "discriminator": adam("disc_learning_rate")},
+        learning_rates={"generator": float(params["gen_learning_rate"]), "discriminator": float(params["disc_learning_rate"])},
+        extra={"latent_dim": latent, "smoothing": float(params["label_smoothing"]), "flip": float(params["label_flip"]),
+               "validation_maps": int(params["validation_maps"])},
+    )
+
+
+def train_step(parts: Parts, batch: Mapping[str, Any], wrap_tape: Callable[[Any], Any]) -> dict[str, Any]:
+    """One simultaneous update of both networks.
+
+    Noise comes from seeds drawn from the checkpointed global RNG (the same on every rank) offset by the
+    rank, so ranks draw different latents and a resumed trial draws what an uninterrupted one would.
+    """
+    import tensorflow as tf
+
+    from trainables import distributed
+
+    gen, disc = parts.models["generator"], parts.models["discriminator"]
+    real = batch["x"]
+    n = tf.shape(real)[0]
+    seeds = tf.random.get_global_generator().make_seeds(3) + tf.constant([[0], [distributed.rank()]], tf.int64)
+    z = tf.random.stateless_normal([n, parts.extra["latent_dim"]], seed=seeds[:, 0])
+    flip_real = tf.random.stateless_uniform([n], seed=seeds[:, 1]) < parts.extra["flip"]
+    flip_fake = tf.random.stateless_uniform([n], seed=seeds[:, 2]) < parts.extra["flip"]
+    real_target = tf.where(flip_real, 0.0, 1.0 - parts.extra["smoothing"])
+    fake_target = tf.where(flip_fake, 1.0, 0.0)
+    bce = tf.nn.sigmoid_cross_entropy_with_logits
+    with tf.GradientTape() as d_tape, tf.GradientTape() as g_tape:
+        fake = gen(z, training=True)
+        real_logit = tf.squeeze(disc(real, training=True), -1)
+        fake_logit = tf.squeeze(disc(fake, training=True), -1)
+        d_loss = tf.reduce_mean(bce(labels=real_target, logits=real_logit)) + \
+            tf.reduce_mean(bce(labels=fake_target, logits=fake_logit))
+        g_loss = tf.reduce_mean(bce(labels=tf.ones_like(fake_logit), logits=fake_logit))  # non-saturating
+    d_grads = wrap_tape(d_tape).gradient(d_loss, disc.trainable_variables)
+    g_grads = wrap_tape(g_tape).gradient(g_loss, gen.trainable_variables)
+    parts.optimizers["discriminator"].apply_gradients(zip(d_grads, disc.trainable_variables, strict=True))
+    parts.optimizers["generator"].apply_gradients(zip(g_grads, gen.trainable_variables, strict=True))
+    return {"train_loss": d_loss, "train_g_loss": g_loss}
+
+
+def setup_validation(spec: Any, params: Mapping[str, Any], splits: Any) -> dict[str, Any]:
+    """The validation maps (κ units) the generated ones are compared with, and fixed latent vectors."""
+    from trainables.data.readers import LensingReader, load_arrays, reader_for
+
+    reader = reader_for(spec.data, DATA_KIND)
+    assert isinstance(reader, LensingReader)
+    limit = int(params["validation_maps"])
+    maps = load_arrays(spec.data, DATA_KIND, "val", seed=spec.seed, keys=[reader.key], limit=limit)[reader.key]
+    return {"reference": maps.astype(np.float32), "seed": int(spec.seed)}
+
+
+def _generate(parts: Parts, context: Mapping[str, Any], shift: float, count: int) -> np.ndarray:
+    """``count`` maps in κ units, the same on every rank (each rank draws its share, then all gather)."""
+    from trainables import distributed
+    from trainables.data.readers import kappa_from_model
+
+    size, rank = distributed.size(), distributed.rank()
+    share = math.ceil(count / size)
+    z = np.random.default_rng([context["seed"], 4242, rank]).standard_normal((share, parts.extra["latent_dim"]))
+    s = parts.models["generator"](z.astype(np.float32), training=False).numpy()[..., 0]
+    return gather(kappa_from_model(s, shift), "gan_generated")[:count]
+
+
+def validate(parts: Parts, splits: Any, context: dict[str, Any]) -> dict[str, float]:
+    """GAN quality of generated vs validation maps (identical on every rank: computed on gathered maps)."""
+    from trainables.metrics import gan_quality
+
+    reference = context["reference"]
+    generated = _generate(parts, context, splits.norm["shift"], len(reference))
+    context["last_generated"] = generated
+    quality = gan_quality(generated, reference, pixel_size=splits.norm.get("pixel_size", 1.0))
+    metrics = {"val_gan_score": float(quality["score"])}
+    metrics.update({f"val_{name}": float(quality[name]) for name in ("ps_max_rel_dev", "ps_chi", "ks", "ks_ref", "mf_chi")})
+    return metrics
+
+
+def finalize(parts: Parts, splits: Any, context: Mapping[str, Any], out_dir: str, is_chief: bool) -> dict[str, Any]:
+    """Power spectra, Minkowski functionals and pixel histograms of generated vs validation maps, and a
+    grid of generated and real maps."""
+    from trainables.metrics import minkowski_functionals, power_spectrum_2d
+    from trainables.plots import plot_image_grid, plot_minkowski, plot_pixel_histogram, plot_power_spectra
+
+    if not is_chief or "last_generated" not in context:
+        return {"plots": []}
+    out = Path(out_dir)
+    generated, reference = context["last_generated"], context["reference"]
+    pixel = splits.norm.get("pixel_size", 1.0)
+    ell, c_gen = power_spectrum_2d(generated, pixel_size=pixel)
+    _, c_ref = power_spectrum_2d(reference, pixel_size=pixel)
+    thresholds = float(reference.std()) * np.linspace(-2.0, 3.0, 15) + float(reference.mean())
+    mf_gen = minkowski_functionals(generated, thresholds)
+    mf_ref = minkowski_functionals(reference, thresholds)
+    grid = np.concatenate([generated[:4], reference[:4]])
+    titles = [f"generated {i + 1}" for i in range(min(4, len(generated)))] + \
+        [f"validation {i + 1}" for i in range(min(4, len(reference)))]
+    return {"plots": [
+        plot_power_spectra(ell, c_gen, c_ref, out / "power_spectrum.png"),
+        plot_minkowski(thresholds, mf_gen, mf_ref, out / "minkowski.png"),
+        plot_pixel_histogram(generated, reference, out / "pixel_histogram.png"),
+        plot_image_grid(grid, out / "maps.png", titles=titles, ncols=4),
+    ]}
+
+
+def export(parts: Parts, splits: Any, out_dir: Path) -> Path:
+    """The generator: latent vectors -> maps in CosmoGAN's s-space (κ = λ(4(s + 1)/(1 − s) − 1))."""
+    latent = parts.extra["latent_dim"]
+    example = np.random.default_rng(0).standard_normal((2, latent)).astype(np.float32)
+    return write_export(out_dir, parts.models["generator"], example, {
+        "workload": "cosmogan", "inputs": f"float32 latent vectors ({latent},) drawn from N(0, 1)",
+        "outputs": f"maps {list(splits.input_shape)} in s-space; convergence κ = λ(4(s + 1)/(1 − s) − 1) with "
+                   f"λ = {splits.norm['shift']}",
+    })
