@@ -91,10 +91,8 @@ def test_mlflow_parent_and_nested_runs(campaign: dict[str, Any]) -> None:
         assert ("momentum" in params) == (params["optimizer"] == "sgd")
         state = run.data.tags["hpo.state"]
         assert state == records[run.data.tags["hpo.trial_id"]]["state"]
-        artifacts = {a.path for a in c.list_artifacts(run.info.run_id)}
-        assert "checkpoints" in artifacts  # every trial's last checkpoint, stopped early or not
         if state == "FINISHED":
-            assert artifacts >= {"model", "plots"}
+            assert {a.path for a in c.list_artifacts(run.info.run_id)} >= {"model", "plots"}
     artifacts = {a.path for a in c.list_artifacts(parent)}
     assert {"campaign.yaml", "search_space.json", "environment.json", "summary.json", "summary"} <= artifacts
 
