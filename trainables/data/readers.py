@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import h5py
 import numpy as np
 
+from trainables.data import cosmo3d
+from trainables.data.checks import _attr
 from trainables.data.spec import DataConfig
 from trainables.errors import DataError, HpoError
 
@@ -47,8 +49,8 @@ GROUP_EVENTS = 256
 GROUP_BYTES = 32 * 2**20
 SHUFFLE_BYTES = 256 * 2**20
 CALO_CHANNELS = {3: ("hist", "histEM", "histtrack"), 1: ("hist",)}
-COSMO_PARAMETERS = ("Omega_m", "sigma_8", "n_s", "H_0")
-COSMO_FIDUCIAL = (0.3, 0.8, 0.96, 70.0)
+COSMO_PARAMETERS = cosmo3d.PARAMETERS
+COSMO_FIDUCIAL = cosmo3d.FIDUCIAL
 COSMO_SUBCUBE = 128  # the public raw universes (512³) are cut into 128³ sub-cubes, as MLPerf does
 
 
@@ -87,11 +89,6 @@ def _slab(ds: h5py.Dataset, group: np.ndarray) -> np.ndarray:
     """The events ``group`` (sorted) of ``ds``: one contiguous read, then a pick."""
     lo, hi = int(group[0]), int(group[-1]) + 1
     return ds[lo:hi][group - lo]
-
-
-def _attr(f: h5py.File, name: str) -> Any:
-    value = f.attrs.get(name)
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class KindReader:
