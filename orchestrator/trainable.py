@@ -118,7 +118,6 @@ class HorovodTrainable(tune.Trainable):
         self.trial_out = Path(ctx.trials_dir) / self.trial_id
         self.trial_out.mkdir(parents=True, exist_ok=True)
         self.epoch = 0
-        self.last_checkpoint: str | None = None
         self.finished_state: str | None = None
         self.trial_started = time.time()
         self.busy_s = 0.0  # time inside epochs (for core-seconds)
@@ -179,7 +178,6 @@ class HorovodTrainable(tune.Trainable):
         with tarfile.open(fileobj=io.BytesIO(blob), mode="r") as tar:
             tar.extractall(checkpoint_dir, filter="data")
         Path(checkpoint_dir, "hpo_trial.txt").write_text(f"{self.trial_id} {self.epoch}\n")
-        self.last_checkpoint = checkpoint_dir
 
     def load_checkpoint(self, checkpoint: Any) -> None:
         """Send the checkpoint to every rank and continue from its epoch."""
@@ -229,11 +227,13 @@ class HorovodTrainable(tune.Trainable):
         if self.tracker is None or self.finished_state is not None:
             return
         self.finished_state = state
-        if self.last_checkpoint and Path(self.last_checkpoint).exists():
-            # a copy Tune will not rotate away before the background upload reads it
+        if state != "FAILED" and self.workers is not None and self.epoch > 0:
+            # the trial's last state, saved here: Tune moves its own checkpoint directories into its storage
+            # (and rotates them) as soon as they are written, so they cannot be uploaded in the background
             kept = self.trial_out / "checkpoint"
             shutil.rmtree(kept, ignore_errors=True)
-            shutil.copytree(self.last_checkpoint, kept)
+            kept.mkdir(parents=True)
+            self.save_checkpoint(str(kept))
             self.tracker.logger.log_artifacts(kept, f"checkpoints/epoch-{self.epoch:04d}")
         self.tracker.finish(state, error, core_seconds=self._core_seconds(),
                             gpu_seconds=self.busy_s * self.context.workers * self.context.gpus_per_worker)

@@ -7,8 +7,9 @@ stopped at the end), the data files come from our generators.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,3 +68,39 @@ def peak_rss_prelude() -> str:
         "    except OSError:\n"
         "        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
     )
+
+
+class BrokenH5:
+    """Copies of a good data file with one edit each, for the bad-data tests of every data kind."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.count = 0
+
+    def __call__(self, original: Path, edit: Callable[[Any], None]) -> Path:
+        """A copy of ``original`` after ``edit(h5py.File opened r+)``."""
+        import h5py
+
+        self.count += 1
+        path = self.directory / f"edit-{self.count}" / "broken.h5"
+        path.parent.mkdir()
+        path.write_bytes(Path(original).read_bytes())
+        with h5py.File(path, "r+") as f:
+            edit(f)
+        return path
+
+    @staticmethod
+    def replace(key: str, data: Any) -> Callable[[Any], None]:
+        """An edit that replaces dataset ``key`` by ``data`` (any shape or dtype)."""
+
+        def edit(f: Any) -> None:
+            del f[key]
+            f[key] = data
+
+        return edit
+
+
+@pytest.fixture
+def broken(tmp_path: Path) -> BrokenH5:
+    """``broken(original, edit)``: a broken copy of a data file; ``broken.replace(key, data)``: an edit."""
+    return BrokenH5(tmp_path)

@@ -39,7 +39,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "nesterov": False,
     "rho": 0.9,
     "beta1": 0.9,
-    "warmup_epochs": 0.0,
+    "warmup_epochs": 0.2,  # Adam's first steps on the 4096-wide dense layer can kill its ReLUs (loss stuck at ln 2)
     "channels": 3,
     "transform": "log",
     "weighted_loss": False,

@@ -93,6 +93,10 @@ def test_mlflow_parent_and_nested_runs(campaign: dict[str, Any]) -> None:
         assert state == records[run.data.tags["hpo.trial_id"]]["state"]
         if state == "FINISHED":
             assert {a.path for a in c.list_artifacts(run.info.run_id)} >= {"model", "plots"}
+        # finished and early-stopped trials alike: the state of their last epoch, resumable
+        last = f"checkpoints/epoch-{epochs:04d}"
+        assert last in {a.path for a in c.list_artifacts(run.info.run_id, "checkpoints")}, (state, epochs)
+        assert {a.path.rsplit("/", 1)[-1] for a in c.list_artifacts(run.info.run_id, last)} >= {"hpo_trial.txt"}
     artifacts = {a.path for a in c.list_artifacts(parent)}
     assert {"campaign.yaml", "search_space.json", "environment.json", "summary.json", "summary"} <= artifacts
 

@@ -3,7 +3,8 @@
 * **Split**: a permutation of the (first ``max_events``) events drawn from the seed gives train,
   validation and test; the same seed always gives the same split.
 * **Shard**: the training split is cut into ``size`` disjoint, equal shards (the remainder is dropped), so
-  every rank runs exactly :attr:`Splits.steps_per_epoch` batches, which Horovod needs.
+  every rank runs exactly :attr:`Splits.steps_per_epoch` batches, which Horovod needs. Shards are made of
+  blocks of consecutive events drawn from the whole file, so a rank reads little it does not use.
 * **Streaming**: a rank reads its events in groups sorted by index; each group is one contiguous slab
   read from HDF5 (fast) from which the group's events are picked, so memory holds one group plus the
   shuffle buffer, never the file. Groups and the shuffle buffer are bounded in *bytes* (a 128³ cube of 4
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
 GROUP_EVENTS = 256
+READ_GAP = 8  # events: a larger gap between wanted events ends one HDF5 read and starts the next
+SHARD_BLOCK = 16  # training events dealt to ranks in blocks of this many consecutive ones (see make_datasets)
 GROUP_BYTES = 32 * 2**20
 SHUFFLE_BYTES = 256 * 2**20
 CALO_CHANNELS = {3: ("hist", "histEM", "histtrack"), 1: ("hist",)}
@@ -86,9 +89,17 @@ def _groups(indices: np.ndarray, size: int = GROUP_EVENTS) -> list[np.ndarray]:
 
 
 def _slab(ds: h5py.Dataset, group: np.ndarray) -> np.ndarray:
-    """The events ``group`` (sorted) of ``ds``: one contiguous read, then a pick."""
-    lo, hi = int(group[0]), int(group[-1]) + 1
-    return ds[lo:hi][group - lo]
+    """The events ``group`` (sorted) of ``ds``: one contiguous read per run of nearby events, then a pick.
+
+    A gap of more than :data:`READ_GAP` events starts a new read, so a rank's shard (blocks of events
+    spread over the file) costs about the bytes it uses, not the whole span it covers.
+    """
+    cuts = np.flatnonzero(np.diff(group) > READ_GAP) + 1
+    parts = []
+    for run in np.split(group, cuts):
+        lo, hi = int(run[0]), int(run[-1]) + 1
+        parts.append(ds[lo:hi][run - lo])
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 class KindReader:
@@ -356,9 +367,12 @@ def make_datasets(cfg: DataConfig, kind: str, *, batch_size: int, seed: int, ran
             cfg.path, f"the training split has {train.size} events, {per_rank} per rank for {size} rank(s): fewer "
             f"than one batch of {batch_size}; use a larger file, a larger split[0] or a smaller batch_size",
         )
-    # disjoint equal shards: a seeded permutation of the training events, dealt round-robin
-    dealt = np.random.default_rng([seed, 104729]).permutation(train)[: per_rank * size]
-    shard = np.sort(dealt[rank::size])
+    # disjoint equal shards: blocks of consecutive training events in a seeded random order, cut into `size`
+    # equal parts; every rank draws from the whole file, and its reads stay contiguous within a block
+    blocks = _groups(np.sort(train), SHARD_BLOCK)
+    order = np.random.default_rng([seed, 104729]).permutation(len(blocks))
+    dealt = np.concatenate([blocks[i] for i in order])[: per_rank * size]
+    shard = np.sort(dealt[rank * per_rank:(rank + 1) * per_rank])
     norm = json.loads(_norm(kind, cfg.path, os.path.getmtime(cfg.path), json.dumps(reader.opts, sort_keys=True),
                             train.astype(np.int64).tobytes()))
     fields = reader.fields()

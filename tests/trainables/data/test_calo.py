@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -136,14 +137,6 @@ def test_unknown_reader_option(calo_file: Path) -> None:
 # --- every bad-data case, one test each -------------------------------------------------------------
 
 
-def broken(tmp_path: Path, calo_file: Path, edit) -> Path:  # type: ignore[no-untyped-def]
-    path = tmp_path / "broken.h5"
-    path.write_bytes(calo_file.read_bytes())
-    with h5py.File(path, "r+") as f:
-        edit(f)
-    return path
-
-
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"nope.h5: file not found"):
         check_file(tmp_path / "nope.h5")
@@ -156,53 +149,53 @@ def test_not_hdf5(tmp_path: Path) -> None:
         check_file(path)
 
 
-def test_missing_key(tmp_path: Path, calo_file: Path) -> None:
-    path = broken(tmp_path, calo_file, lambda f: f["all_events"].__delitem__("histEM"))
+def test_missing_key(calo_file: Path, broken: Any) -> None:
+    path = broken(calo_file, lambda f: f["all_events"].__delitem__("histEM"))
     with pytest.raises(DataError, match=r"broken.h5:all_events/histEM: missing dataset"):
         check_file(path)
 
 
-def test_wrong_rank(tmp_path: Path, calo_file: Path) -> None:
+def test_wrong_rank(calo_file: Path, broken: Any) -> None:
     def edit(f: h5py.File) -> None:
         del f["all_events/hist"]
         f["all_events"].create_dataset("hist", data=np.zeros((1200, 64), np.float32))
 
     with pytest.raises(DataError, match=r"all_events/hist: expected rank 3, but got shape \(1200, 64\)"):
-        check_file(broken(tmp_path, calo_file, edit))
+        check_file(broken(calo_file, edit))
 
 
-def test_wrong_dtype(tmp_path: Path, calo_file: Path) -> None:
+def test_wrong_dtype(calo_file: Path, broken: Any) -> None:
     def edit(f: h5py.File) -> None:
         del f["all_events/weight"]
         f["all_events"].create_dataset("weight", data=np.array(["x"] * 1200, dtype="S1"))
 
     with pytest.raises(DataError, match=r"all_events/weight: expected a numeric dtype"):
-        check_file(broken(tmp_path, calo_file, edit))
+        check_file(broken(calo_file, edit))
 
 
-def test_label_weight_length_mismatch(tmp_path: Path, calo_file: Path) -> None:
+def test_label_weight_length_mismatch(calo_file: Path, broken: Any) -> None:
     def edit(f: h5py.File) -> None:
         del f["all_events/weight"]
         f["all_events"].create_dataset("weight", data=np.ones(1199, np.float32))
 
     with pytest.raises(DataError, match=r"all_events/weight: has 1199 events but all_events/hist has 1200"):
-        check_file(broken(tmp_path, calo_file, edit))
+        check_file(broken(calo_file, edit))
 
 
-def test_nan_values(tmp_path: Path, calo_file: Path) -> None:
+def test_nan_values(calo_file: Path, broken: Any) -> None:
     def edit(f: h5py.File) -> None:
         f["all_events/histtrack"][700, 3, 3] = np.nan
 
     with pytest.raises(DataError, match=r"all_events/histtrack: NaN or Inf values \(first at event 700\)"):
-        check_file(broken(tmp_path, calo_file, edit))
+        check_file(broken(calo_file, edit))
 
 
-def test_inf_weight(tmp_path: Path, calo_file: Path) -> None:
+def test_inf_weight(calo_file: Path, broken: Any) -> None:
     def edit(f: h5py.File) -> None:
         f["all_events/weight"][5] = np.inf
 
     with pytest.raises(DataError, match=r"all_events/weight: NaN or Inf values \(first at event 5\)"):
-        check_file(broken(tmp_path, calo_file, edit))
+        check_file(broken(calo_file, edit))
 
 
 def test_empty_file(tmp_path: Path) -> None:
@@ -218,9 +211,9 @@ def test_empty_file(tmp_path: Path) -> None:
         check_file(path)
 
 
-def test_bad_labels(tmp_path: Path, calo_file: Path) -> None:
+def test_bad_labels(calo_file: Path, broken: Any) -> None:
     with pytest.raises(DataError, match="labels must be 0"):
-        check_file(broken(tmp_path, calo_file, lambda f: f["all_events/y"].__setitem__(0, 2.0)))
+        check_file(broken(calo_file, lambda f: f["all_events/y"].__setitem__(0, 2.0)))
 
 
 def test_too_small_for_batch_and_workers(calo_file: Path) -> None:

@@ -6,7 +6,6 @@ import hashlib
 import json
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -214,84 +213,68 @@ def test_public_mlperf_layout_accepted(tmp_path: Path) -> None:
 # --- every bad-data case, one test each -------------------------------------------------------------
 
 
-def broken(tmp_path: Path, original: Path, edit: Callable[[h5py.File], None]) -> Path:
-    path = tmp_path / "broken.h5"
-    path.write_bytes(original.read_bytes())
-    with h5py.File(path, "r+") as f:
-        edit(f)
-    return path
-
-
-def replace(key: str, data: np.ndarray) -> Callable[[h5py.File], None]:
-    def edit(f: h5py.File) -> None:
-        del f[key]
-        f[key] = data
-
-    return edit
-
-
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"nope\.h5: file not found"):
         check_file(tmp_path / "nope.h5", "cosmo3d")
 
 
-def test_missing_key(tmp_path: Path, small: Path) -> None:
-    path = broken(tmp_path, small, lambda f: f.__delitem__("unitPar"))
+def test_missing_key(small: Path, broken: Any) -> None:
+    path = broken(small, lambda f: f.__delitem__("unitPar"))
     with pytest.raises(DataError, match=r"broken\.h5:unitPar: missing dataset; a cosmo3d file needs x, unitPar, physPar"):
         check_file(path)
 
 
-def test_wrong_rank(tmp_path: Path, small: Path) -> None:
-    path = broken(tmp_path, small, replace("x", np.zeros((40, 32, 32, 32), np.int16)))
+def test_wrong_rank(small: Path, broken: Any) -> None:
+    path = broken(small, broken.replace("x", np.zeros((40, 32, 32, 32), np.int16)))
     with pytest.raises(DataError, match=r"broken\.h5:x: expected rank 5, but got shape \(40, 32, 32, 32\)"):
         check_file(path)
 
 
-def test_wrong_dtype(tmp_path: Path, small: Path) -> None:
-    path = broken(tmp_path, small, replace("unitPar", np.zeros((40, 4), np.int32)))
+def test_wrong_dtype(small: Path, broken: Any) -> None:
+    path = broken(small, broken.replace("unitPar", np.zeros((40, 4), np.int32)))
     with pytest.raises(DataError, match=r"broken\.h5:unitPar: expected a numeric dtype \(f\), but got int32"):
         check_file(path)
 
 
-def test_not_cubic(tmp_path: Path, small: Path) -> None:
-    path = broken(tmp_path, small, replace("x", np.zeros((40, 32, 32, 16, 4), np.int16)))
+def test_not_cubic(small: Path, broken: Any) -> None:
+    path = broken(small, broken.replace("x", np.zeros((40, 32, 32, 16, 4), np.int16)))
     with pytest.raises(DataError, match=r"broken\.h5:x: cubes must be S×S×S×channels, but got \(40, 32, 32, 16, 4\)"):
         check_file(path)
 
 
-def test_wrong_number_of_parameters(tmp_path: Path, small: Path) -> None:
-    path = broken(tmp_path, small, replace("physPar", np.zeros((40, 3), np.float32)))
+def test_wrong_number_of_parameters(small: Path, broken: Any) -> None:
+    path = broken(small, broken.replace("physPar", np.zeros((40, 3), np.float32)))
     with pytest.raises(DataError, match=r"broken\.h5:physPar: expected shape \(N, 4\) for \(Omega_m, sigma_8, n_s, H_0\)"):
         check_file(path)
 
 
-def test_length_mismatch(tmp_path: Path, small: Path) -> None:
-    path = broken(tmp_path, small, replace("physPar", np.zeros((39, 4), np.float32)))
+def test_length_mismatch(small: Path, broken: Any) -> None:
+    path = broken(small, broken.replace("physPar", np.zeros((39, 4), np.float32)))
     with pytest.raises(DataError, match=r"broken\.h5:physPar: has 39 events but x has 40; they must match"):
         check_file(path)
 
 
-def test_nan_parameters(tmp_path: Path, small: Path) -> None:
-    path = broken(tmp_path, small, lambda f: f["unitPar"].__setitem__((17, 2), np.nan))
+def test_nan_parameters(small: Path, broken: Any) -> None:
+    path = broken(small, lambda f: f["unitPar"].__setitem__((17, 2), np.nan))
     with pytest.raises(DataError, match=r"broken\.h5:unitPar: NaN or Inf values \(first at event 17\)"):
         check_file(path)
 
 
-def test_inf_counts_in_float_cubes(tmp_path: Path, small: Path) -> None:
+def test_inf_counts_in_float_cubes(small: Path, broken: Any) -> None:
     data = np.ones((40, 32, 32, 32, 4), np.float32)
     data[33, 1, 2, 3, 0] = np.inf
     with pytest.raises(DataError, match=r"broken\.h5:x: NaN or Inf values \(first at event 33\)"):
-        check_file(broken(tmp_path, small, replace("x", data)))
+        check_file(broken(small, broken.replace("x", data)))
 
 
-def test_negative_counts(tmp_path: Path, small: Path) -> None:
-    path = broken(tmp_path, small, lambda f: f["x"].__setitem__((12, 0, 0, 0, 1), -3))
+def test_negative_counts(small: Path, broken: Any) -> None:
+    path = broken(small, lambda f: f["x"].__setitem__((12, 0, 0, 0, 1), -3))
     with pytest.raises(DataError, match=r"broken\.h5:x: negative particle counts \(first at event 12\)"):
         check_file(path)
 
 
-def test_u_out_of_range(tmp_path: Path, small: Path) -> None:
-    path = broken(tmp_path, small, lambda f: f["unitPar"].__setitem__((7, 1), 2.5))
+def test_u_out_of_range(small: Path, broken: Any) -> None:
+    path = broken(small, lambda f: f["unitPar"].__setitem__((7, 1), 2.5))
     with pytest.raises(DataError, match=r"broken\.h5:unitPar: u for sigma_8 is 2\.5 at event 7, outside \[-1, 1\]"):
         check_file(path)
 

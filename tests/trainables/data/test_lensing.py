@@ -6,7 +6,6 @@ import hashlib
 import json
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,6 @@ from trainables.errors import DataError, HpoError
 from trainables.metrics.spectra import power_spectrum_2d
 
 PIXEL_RAD = float(np.radians(lensing.PIXEL_ARCMIN / 60))
-
-
 
 
 def sha(path: Path) -> str:
@@ -196,77 +193,61 @@ def test_public_bare_kappa_accepted(tmp_path: Path) -> None:
 # --- every bad-data case, one test each -------------------------------------------------------------
 
 
-def broken(tmp_path: Path, original: Path, edit: Callable[[h5py.File], None]) -> Path:
-    path = tmp_path / "broken.h5"
-    path.write_bytes(original.read_bytes())
-    with h5py.File(path, "r+") as f:
-        edit(f)
-    return path
-
-
-def replace(key: str, data: np.ndarray) -> Callable[[h5py.File], None]:
-    def edit(f: h5py.File) -> None:
-        del f[key]
-        f[key] = data
-
-    return edit
-
-
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"nope\.h5: file not found"):
         check_file(tmp_path / "nope.h5", "lensing")
 
 
-def test_missing_key(tmp_path: Path, small: Path) -> None:
-    path = broken(tmp_path, small, lambda f: f.__delitem__("params"))
+def test_missing_key(small: Path, broken: Any) -> None:
+    path = broken(small, lambda f: f.__delitem__("params"))
     with pytest.raises(DataError, match=r"broken\.h5:params: missing dataset; a lensing file needs maps, params, cosmology"):
         check_file(path)
 
 
-def test_wrong_rank(tmp_path: Path, small: Path) -> None:
-    path = broken(tmp_path, small, replace("maps", np.zeros((50, 4096), np.float32)))
+def test_wrong_rank(small: Path, broken: Any) -> None:
+    path = broken(small, broken.replace("maps", np.zeros((50, 4096), np.float32)))
     with pytest.raises(DataError, match=r"broken\.h5:maps: expected rank 3, but got shape \(50, 4096\)"):
         check_file(path)
 
 
-def test_wrong_dtype(tmp_path: Path, small: Path) -> None:
-    path = broken(tmp_path, small, replace("cosmology", np.zeros(50, np.float32)))
+def test_wrong_dtype(small: Path, broken: Any) -> None:
+    path = broken(small, broken.replace("cosmology", np.zeros(50, np.float32)))
     with pytest.raises(DataError, match=r"broken\.h5:cosmology: expected a numeric dtype \(iu\), but got float32"):
         check_file(path)
 
 
-def test_not_square(tmp_path: Path, small: Path) -> None:
-    path = broken(tmp_path, small, replace("maps", np.zeros((50, 64, 32), np.float32)))
+def test_not_square(small: Path, broken: Any) -> None:
+    path = broken(small, broken.replace("maps", np.zeros((50, 64, 32), np.float32)))
     with pytest.raises(DataError, match=r"broken\.h5:maps: maps must be square \(N, S, S\), but got \(50, 64, 32\)"):
         check_file(path)
 
 
-def test_wrong_number_of_parameters(tmp_path: Path, small: Path) -> None:
-    path = broken(tmp_path, small, replace("params", np.zeros((50, 3), np.float32)))
+def test_wrong_number_of_parameters(small: Path, broken: Any) -> None:
+    path = broken(small, broken.replace("params", np.zeros((50, 3), np.float32)))
     with pytest.raises(DataError, match=r"broken\.h5:params: expected shape \(N, 2\) for \(Omega_m, sigma_8\)"):
         check_file(path)
 
 
-def test_length_mismatch(tmp_path: Path, small: Path) -> None:
-    path = broken(tmp_path, small, replace("cosmology", np.zeros(49, np.int32)))
+def test_length_mismatch(small: Path, broken: Any) -> None:
+    path = broken(small, broken.replace("cosmology", np.zeros(49, np.int32)))
     with pytest.raises(DataError, match=r"broken\.h5:cosmology: has 49 events but maps has 50; they must match"):
         check_file(path)
 
 
-def test_nan_values(tmp_path: Path, small: Path) -> None:
-    path = broken(tmp_path, small, lambda f: f["maps"].__setitem__((31, 5, 5), np.nan))
+def test_nan_values(small: Path, broken: Any) -> None:
+    path = broken(small, lambda f: f["maps"].__setitem__((31, 5, 5), np.nan))
     with pytest.raises(DataError, match=r"broken\.h5:maps: NaN or Inf values \(first at event 31\)"):
         check_file(path)
 
 
-def test_kappa_below_minus_shift(tmp_path: Path, small: Path) -> None:
-    path = broken(tmp_path, small, lambda f: f["maps"].__setitem__((9, 0, 0), -0.1))
+def test_kappa_below_minus_shift(small: Path, broken: Any) -> None:
+    path = broken(small, lambda f: f["maps"].__setitem__((9, 0, 0), -0.1))
     with pytest.raises(DataError, match=r"broken\.h5:maps: κ = -0\.1 at event 9 is below -shift = -0\.04"):
         check_file(path)
 
 
-def test_cosmology_index_out_of_range(tmp_path: Path, small: Path) -> None:
-    path = broken(tmp_path, small, lambda f: f["cosmology"].__setitem__(4, 1))
+def test_cosmology_index_out_of_range(small: Path, broken: Any) -> None:
+    path = broken(small, lambda f: f["cosmology"].__setitem__(4, 1))
     with pytest.raises(DataError, match=r"broken\.h5:cosmology: cosmology index 1 at event 4; indices must be 0 to 0"):
         check_file(path)
 
