@@ -7,6 +7,8 @@ stopped at the end), the data files come from our generators.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -53,21 +55,30 @@ def lensing_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def peak_rss_prelude() -> str:
-    """Python source defining ``PEAK_RSS_KIB()``: a child process's own peak RSS, for memory-bound tests.
+def peak_rss_mib() -> Callable[..., float]:
+    """``peak_rss_mib(code, *argv, timeout=300)``: run Python ``code`` in a child process and return that
+    child's own peak RSS in MiB, for memory-bound tests.
 
-    VmHWM belongs to the child's new address space, whereas ``ru_maxrss`` survives fork and exec and so
-    reports the pytest parent's peak (over 1 GiB once TensorFlow is loaded) instead of the child's.
+    It reads the child's VmHWM: ``ru_maxrss`` survives fork and exec and so reports the pytest parent's
+    peak (over 1 GiB once TensorFlow is loaded) instead of the child's.
     """
-    return (
+    prelude = (
         "import resource\n"
-        "def PEAK_RSS_KIB():\n"
+        "def _peak_rss_kib():\n"
         "    try:\n"
         "        with open('/proc/self/status') as f:\n"
         "            return next(int(line.split()[1]) for line in f if line.startswith('VmHWM:'))\n"
         "    except OSError:\n"
         "        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
     )
+
+    def run(code: str, *argv: str, timeout: float = 300) -> float:
+        script = prelude + code + "\nprint(_peak_rss_kib())\n"
+        proc = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=timeout)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return int(proc.stdout.split()[-1]) / 1024
+
+    return run
 
 
 class BrokenH5:
