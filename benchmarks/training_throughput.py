@@ -1,8 +1,8 @@
 """Training throughput of each workload: our Horovod loop vs plain ``tf_keras`` ``model.fit``, and 2 ranks ×
 1 thread vs 1 rank × 2 threads, in one run on the same model, data and machine.
 
-Each figure is samples/s of one training epoch after a warm-up epoch (tracing, file cache), measured in a
-fresh process per configuration so the TensorFlow thread settings are what the row says:
+Each figure is the median samples/s of three training epochs after a warm-up epoch (tracing, file cache),
+measured in a fresh process per configuration so the TensorFlow thread settings are what the row says:
 
 * ``loop 1×2``: :class:`trainables.loop.Trial` with 1 rank and 2 intra-op threads;
 * ``fit 1×2``: the same model compiled with the same loss and optimizer, ``model.fit`` on the same
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,10 @@ from typing import Any
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+#: measured epochs per configuration (after one warm-up epoch); the median is reported. Single epochs are
+#: not enough here: on this machine creating an epoch's tf.data iterator sometimes stalls for ~4.5 s.
+EPOCHS = 3
 
 #: workload -> (data kind, events, generator size, parameters): models of realistic shape, small data
 SETUPS: dict[str, tuple[str, int, int, dict[str, Any]]] = {
@@ -49,7 +54,7 @@ def _loop_rank(spec: Any) -> float:
 
     trial = Trial(spec)
     trial.run_epoch()  # warm-up: tracing, file cache
-    return trial.run_epoch()["hpo.samples_per_s"]
+    return statistics.median(trial.run_epoch()["hpo.samples_per_s"] for _ in range(EPOCHS))
 
 
 def _fit(spec: Any) -> float:
@@ -70,10 +75,12 @@ def _fit(spec: Any) -> float:
     model.compile(optimizer=optimizer, loss=loss)
     stream = trial.splits.train.map(lambda b: (b["x"], b["y"]))
     model.fit(stream, epochs=1, verbose=0)
-    started = time.perf_counter()
-    model.fit(stream, epochs=1, verbose=0)
-    elapsed = time.perf_counter() - started
-    return trial.splits.steps_per_epoch * int(trial.params["batch_size"]) / elapsed
+    rates = []
+    for _ in range(EPOCHS):
+        started = time.perf_counter()
+        model.fit(stream, epochs=1, verbose=0)
+        rates.append(trial.splits.steps_per_epoch * int(trial.params["batch_size"]) / (time.perf_counter() - started))
+    return statistics.median(rates)
 
 
 def measure(config: dict[str, Any]) -> float:
