@@ -233,8 +233,12 @@ class HorovodTrainable(tune.Trainable):
             kept = self.trial_out / "checkpoint"
             shutil.rmtree(kept, ignore_errors=True)
             kept.mkdir(parents=True)
-            self.save_checkpoint(str(kept))
-            self.tracker.logger.log_artifacts(kept, f"checkpoints/epoch-{self.epoch:04d}")
+            try:
+                self.save_checkpoint(str(kept))
+            except Exception as exc:  # workers gone: still close the run, say why the checkpoint is missing
+                print(f"trial {self.trial_id}: no final checkpoint for MLflow: {_describe(exc)}", flush=True)
+            else:
+                self.tracker.logger.log_artifacts(kept, f"checkpoints/epoch-{self.epoch:04d}")
         self.tracker.finish(state, error, core_seconds=self._core_seconds(),
                             gpu_seconds=self.busy_s * self.context.workers * self.context.gpus_per_worker)
         # the next trial need not wait for this one's uploads (model, plots): they finish in the background

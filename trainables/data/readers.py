@@ -5,9 +5,9 @@
 * **Shard**: the training split is cut into ``size`` disjoint, equal shards (the remainder is dropped), so
   every rank runs exactly :attr:`Splits.steps_per_epoch` batches, which Horovod needs. Shards are made of
   blocks of consecutive events drawn from the whole file, so a rank reads little it does not use.
-* **Streaming**: a rank reads its events in groups sorted by index; each group is one contiguous slab
-  read from HDF5 (fast) from which the group's events are picked, so memory holds one group plus the
-  shuffle buffer, never the file. Groups and the shuffle buffer are bounded in *bytes* (a 128³ cube of 4
+* **Streaming**: a rank reads its events in groups sorted by index; each run of nearby events in a group
+  is one contiguous slab read from HDF5 (fast) from which the events are picked, so memory holds one
+  group plus the shuffle buffer, never the file. Groups and the shuffle buffer are bounded in *bytes* (a 128³ cube of 4
   channels is 32 MiB), and group order and the buffer are reshuffled every epoch.
 * **Normalisation**: computed on the training split once per process and file version.
 
