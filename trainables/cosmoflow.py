@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from trainables.data.readers import COSMO_FIDUCIAL, COSMO_PARAMETERS
+from trainables.data.cosmo3d import FIDUCIAL as COSMO_FIDUCIAL
+from trainables.data.cosmo3d import PARAMETERS as COSMO_PARAMETERS
 from trainables.errors import HpoError
 from trainables.workload import Parts, gather, make_optimizer, write_export
 

@@ -33,12 +33,12 @@ from typing import Any, ClassVar
 import h5py
 import numpy as np
 
+from trainables.data.cosmo3d import PARAMETERS as COSMO_PARAMETERS
 from trainables.data.spec import DATA_KINDS, DataConfig
 from trainables.errors import DataError, HpoError
 
 SCAN_EVENTS = 512
 SCAN_BYTES = 64 * 2**20
-COSMO_PARAMETERS = ("Omega_m", "sigma_8", "n_s", "H_0")
 COSMO_SUBCUBE = 128
 
 #: Required datasets per kind (our layout): name -> (rank, dtype kind letters).

@@ -7,8 +7,8 @@
   blocks of consecutive events drawn from the whole file, so a rank reads little it does not use.
 * **Streaming**: a rank reads its events in groups sorted by index; each run of nearby events in a group
   is one contiguous slab read from HDF5 (fast) from which the events are picked, so memory holds one
-  group plus the shuffle buffer, never the file. Groups and the shuffle buffer are bounded in *bytes* (a 128³ cube of 4
-  channels is 32 MiB), and group order and the buffer are reshuffled every epoch.
+  group plus the shuffle buffer, never the file. Groups and the shuffle buffer are bounded in *bytes*
+  (a 128³ cube of 4 channels is 32 MiB), and group order and the buffer are reshuffled every epoch.
 * **Normalisation**: computed on the training split once per process and file version.
 
 One reader per data kind (:data:`READERS`), each accepting our layout and the public one:
@@ -52,8 +52,6 @@ SHARD_BLOCK = 16  # training events dealt to ranks in blocks of this many consec
 GROUP_BYTES = 32 * 2**20
 SHUFFLE_BYTES = 256 * 2**20
 CALO_CHANNELS = {3: ("hist", "histEM", "histtrack"), 1: ("hist",)}
-COSMO_PARAMETERS = cosmo3d.PARAMETERS
-COSMO_FIDUCIAL = cosmo3d.FIDUCIAL
 COSMO_SUBCUBE = 128  # the public raw universes (512³) are cut into 128³ sub-cubes, as MLPerf does
 
 
@@ -253,7 +251,7 @@ class Cosmo3dReader(KindReader):
         return {"x": self.sample_shape, "y": (int(self.opts["targets"]),)}
 
     def target_names(self) -> list[str]:
-        return list(COSMO_PARAMETERS[: int(self.opts["targets"])])
+        return list(cosmo3d.PARAMETERS[: int(self.opts["targets"])])
 
 
 class LensingReader(KindReader):
