@@ -29,8 +29,8 @@ from typing import Any
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-#: measured epochs per configuration (after one warm-up epoch); the median is reported. Single epochs are
-#: not enough here: on this machine creating an epoch's tf.data iterator sometimes stalls for ~4.5 s.
+#: measured epochs per configuration (after one warm-up epoch); the median is reported, since single epochs
+#: on this shared machine swing by 10-20 %
 EPOCHS = 3
 
 #: workload -> (data kind, events, generator size, parameters): models of realistic shape, small data
@@ -66,21 +66,28 @@ def _fit(spec: Any) -> float:
     trial = Trial(spec)
     model = trial.parts.models["cnn"]
     optimizer = trial.parts.optimizers["cnn"]
-    if spec.workload == "lhc_cnn":
-        import tf_keras as keras
+    import tf_keras as keras
 
+    if spec.workload == "lhc_cnn":
         loss: Any = keras.losses.BinaryCrossentropy(from_logits=True)
     else:
         loss = "mse"
     model.compile(optimizer=optimizer, loss=loss)
+    # Keras times each epoch through a callback
     stream = trial.splits.train.map(lambda b: (b["x"], b["y"]))
-    model.fit(stream, epochs=1, verbose=0)
-    rates = []
-    for _ in range(EPOCHS):
-        started = time.perf_counter()
-        model.fit(stream, epochs=1, verbose=0)
-        rates.append(trial.splits.steps_per_epoch * int(trial.params["batch_size"]) / (time.perf_counter() - started))
-    return statistics.median(rates)
+    samples = trial.splits.steps_per_epoch * int(trial.params["batch_size"])
+
+    rates: list[float] = []
+
+    class EpochRates(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            rates.append(samples / (time.perf_counter() - self.started))
+
+    model.fit(stream, epochs=1 + EPOCHS, verbose=0, callbacks=[EpochRates()])
+    return statistics.median(rates[1:])  # the first epoch warms up (tracing, file cache)
 
 
 def measure(config: dict[str, Any]) -> float:
