@@ -76,7 +76,8 @@ def _sig(value: float, digits: int = 4) -> float:
     return float(f"{value:.{digits}g}")
 
 
-def _attr(f: h5py.File, name: str) -> Any:
+def h5_attr(f: h5py.File, name: str) -> Any:
+    """A file attribute as a Python value (bytes decoded), or None when absent."""
     value = f.attrs.get(name)
     return value.decode() if isinstance(value, bytes) else value
 
@@ -229,7 +230,7 @@ class LensingCheck(KindCheck):
         self.indices: set[int] = set()
         table = f.attrs.get("cosmologies")
         self.table = None if table is None else np.atleast_2d(np.asarray(table))
-        shift, noise = _attr(f, "hpo.param.shift"), _attr(f, "hpo.param.galaxy_density")
+        shift, noise = h5_attr(f, "hpo.param.shift"), h5_attr(f, "hpo.param.galaxy_density")
         self.shift = float(shift) if shift is not None and not noise else None
 
     def shapes(self) -> None:
@@ -295,7 +296,7 @@ def _non_negative(path: str, key: str, start: int, block: np.ndarray, what: str,
 
 
 def _kind(f: h5py.File, path: str, kind: str | None) -> str:
-    recorded = _attr(f, "hpo.kind")
+    recorded = h5_attr(f, "hpo.kind")
     if kind is None:
         if recorded is None:
             detected = _detect(f)
@@ -325,7 +326,7 @@ def _detect(f: h5py.File) -> str | None:
 def _layout(f: h5py.File, kind: str) -> dict[str, tuple[int, str]]:
     """Our layout for files we wrote; else the first complete public layout (ours when none is)."""
     ours = LAYOUTS[kind]
-    if _attr(f, "hpo.kind") is not None or all(key in f for key in ours):
+    if h5_attr(f, "hpo.kind") is not None or all(key in f for key in ours):
         return ours
     if kind == "cosmo3d" and "full" in f:
         return RAW_UNIVERSE
