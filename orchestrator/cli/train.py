@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -72,13 +74,37 @@ def command(workload: str, data_path: str, overrides: tuple[str, ...], workers: 
     if workers == 1:
         result = run_local(train, np=1, args=(spec, _report), kwargs={"resume": resume_dir is not None}, threads=threads)[0]
     else:
-        result = run_local(_train_rank, np=workers, args=(spec, resume_dir is not None))[0]
+        # the ranks' own output carries Horovod's "[0]<stdout>:" prefixes: print the epochs from rank 0's log
+        done = threading.Event()
+        follower = threading.Thread(target=_follow, args=(Path(spec.out_dir) / "metrics.jsonl", done), daemon=True)
+        follower.start()
+        try:
+            result = run_local(_train_rank, np=workers, args=(spec, resume_dir is not None))[0]
+        finally:
+            done.set()
+            follower.join()
     click.echo(f"done in {time.time() - started:.0f} s; final: " + ", ".join(f"{k}={v:.4g}" for k, v in result["metrics"].items()))
     click.echo(f"model: {result['model_dir']}; plots: {', '.join(result['plots']) or 'none'}; metrics: {out_dir}/metrics.jsonl")
 
 
 def _train_rank(spec: Any, resume: bool) -> Any:
-    """Runs in every Horovod rank; rank 0 prints the epoch lines."""
+    """Runs in every Horovod rank; rank 0 appends each epoch to ``metrics.jsonl``."""
     from trainables.loop import train
 
-    return train(spec, _report, resume=resume)
+    return train(spec, None, resume=resume)
+
+
+def _follow(path: Path, done: threading.Event) -> None:
+    """Print each epoch line appended to ``path`` (rank 0's metrics log) until ``done``, then the rest."""
+    offset = path.stat().st_size if path.exists() else 0  # a resumed run's earlier epochs are not news
+    while True:
+        finished = done.wait(0.5)
+        if path.exists():
+            with path.open() as f:
+                f.seek(offset)
+                while (line := f.readline()).endswith("\n"):
+                    offset = f.tell()
+                    record = json.loads(line)
+                    _report(int(record.pop("epoch")), record)
+        if finished:
+            return
