@@ -1,6 +1,8 @@
 """Per-trial overhead of a campaign: warm Horovod workers vs fresh workers vs a bare Ray Tune function trial.
 
-Overhead per trial = (wall time of the Tune run − time spent inside the trials' epochs) / trials, measured
+Overhead per trial = (wall time of the Tune run − time spent inside the trials' epochs) / trials, split into
+the trial's setup (tracking run, model, datasets), its checkpoint saves, its finalize (final validation,
+plots, exported model) and the rest (Ray and Tune scheduling, actor start-up, reset), measured
 in one run on the same tiny workload (lhc_cnn on a small generated calo file, 2 ranks per trial, 2 epochs)
 and the same local Ray and MLflow server, so the ratios are comparable even on a noisy machine.
 
@@ -45,10 +47,13 @@ def campaign_overhead(root: Path, data: Path, uri: str, trials: int, reuse: bool
     spec_file = root / f"{name}.yaml"
     spec_file.write_text(CAMPAIGN.format(name=name, data=data, uri=uri, trials=trials))
     outcome = launch(load_campaign(spec_file), campaigns_dir=root / "campaigns", progress=False, reuse_actors=reuse)
-    records = CampaignDir.of(name, root / "campaigns").trials().values()
+    records = list(CampaignDir.of(name, root / "campaigns").trials().values())
     busy = sum(r["last"]["hpo.trial_busy_s"] for r in records)
-    return {"trials": len(records), "wall_s": outcome.fit_seconds, "in_trial_s": busy,
-            "overhead_per_trial_s": (outcome.fit_seconds - busy) / len(records)}
+    n = len(records)
+    parts = {key: sum(r["last"].get(f"hpo.{key}", 0.0) for r in records) / n for key in ("setup_s", "save_s", "finalize_s")}
+    overhead = (outcome.fit_seconds - busy) / n
+    return {"trials": n, "wall_s": outcome.fit_seconds, "in_trial_s": busy, "overhead_per_trial_s": overhead, **parts,
+            "tune_s": overhead - sum(parts.values())}
 
 
 def bare_overhead(trials: int) -> dict[str, float]:
@@ -61,7 +66,8 @@ def bare_overhead(trials: int) -> dict[str, float]:
     tune.Tuner(trainable, param_space={"x": tune.uniform(0, 1)}, tune_config=tune.TuneConfig(num_samples=trials),
                run_config=tune.RunConfig(storage_path=tempfile.mkdtemp(prefix="hpo-bare-"), verbose=0)).fit()
     wall = time.time() - started
-    return {"trials": trials, "wall_s": wall, "in_trial_s": 0.0, "overhead_per_trial_s": wall / trials}
+    return {"trials": trials, "wall_s": wall, "in_trial_s": 0.0, "overhead_per_trial_s": wall / trials, "setup_s": 0.0,
+            "save_s": 0.0, "finalize_s": 0.0, "tune_s": wall / trials}
 
 
 def main() -> None:
@@ -94,10 +100,13 @@ def main() -> None:
             stop_group(server.pid)
 
     table = Table(title=f"per-trial overhead, {args.trials} trials each, 2 Horovod ranks per trial ({os.cpu_count()} cores)")
-    for col in ("variant", "trials", "Tune run wall [s]", "inside trials [s]", "overhead / trial [s]"):
+    columns = ("variant", "trials", "Tune run wall [s]", "inside epochs [s]", "overhead / trial [s]", "of which: setup",
+               "checkpoint saves", "finalize", "Ray/Tune")
+    for col in columns:
         table.add_column(col, justify="right" if col != "variant" else "left")
     for name, r in results.items():
-        table.add_row(name, str(r["trials"]), f"{r['wall_s']:.1f}", f"{r['in_trial_s']:.1f}", f"{r['overhead_per_trial_s']:.2f}")
+        table.add_row(name, str(r["trials"]), f"{r['wall_s']:.1f}", f"{r['in_trial_s']:.1f}", f"{r['overhead_per_trial_s']:.2f}",
+                      *(f"{r[k]:.2f}" for k in ("setup_s", "save_s", "finalize_s", "tune_s")))
     Console().print(table)
     warm, fresh = results["warm workers (reuse_actors)"], results["fresh workers"]
     print(f"fresh/warm overhead ratio: {fresh['overhead_per_trial_s'] / warm['overhead_per_trial_s']:.1f}x")

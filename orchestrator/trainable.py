@@ -121,6 +121,8 @@ class HorovodTrainable(tune.Trainable):
         self.finished_state: str | None = None
         self.trial_started = time.time()
         self.busy_s = 0.0  # time inside epochs (for core-seconds)
+        self.timing = {"hpo.setup_s": 0.0, "hpo.save_s": 0.0, "hpo.finalize_s": 0.0}  # the rest of the trial's time
+        self.last_save: tuple[int, bytes] | None = None  # (epoch, checkpoint archive) of the latest save
         if self.workers is None:
             self.workers = RayWorkers(
                 num_workers=ctx.workers, cpus_per_worker=ctx.cpus_per_worker, gpus_per_worker=ctx.gpus_per_worker,
@@ -137,6 +139,7 @@ class HorovodTrainable(tune.Trainable):
         except Exception as exc:
             self._close_tracking("FAILED", _describe(exc))
             raise
+        self.timing["hpo.setup_s"] = time.time() - self.trial_started
 
     def step(self) -> dict[str, Any]:
         """Train and validate one epoch on every rank; report rank 0's (rank-averaged) metrics."""
@@ -154,15 +157,18 @@ class HorovodTrainable(tune.Trainable):
         result: dict[str, Any] = {**metrics, "hpo.core_seconds": self._core_seconds(), "hpo.trial_busy_s": self.busy_s}
         if done:
             result.update(self._finish_trial())
+        result.update(self.timing)
         result["done"] = done
         return result
 
     def _finish_trial(self) -> dict[str, Any]:
         """All epochs done: final metrics, plots and the exported model, logged to tracking."""
+        started = time.time()
         final = self.workers.run(_rank_finalize, args=[str(self.trial_out / "final")])[0] or {}
         if self.tracker is not None:
             self.tracker.log_final(final)
         self._close_tracking("FINISHED", None)
+        self.timing["hpo.finalize_s"] = time.time() - started
         return {k: v for k, v in final.get("metrics", {}).items() if isinstance(v, (int, float))}
 
     def _core_seconds(self) -> float:
@@ -173,8 +179,13 @@ class HorovodTrainable(tune.Trainable):
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         """Rank 0's checkpoint (model, optimizer, epoch, RNG state) into Tune's checkpoint directory."""
-        blobs = self.workers.run(_rank_save)
-        blob = next(b for b in blobs if b is not None)
+        if self.last_save is not None and self.last_save[0] == self.epoch:
+            blob = self.last_save[1]  # this state was saved already (the trial's final save, then Tune's)
+        else:
+            started = time.time()
+            blob = next(b for b in self.workers.run(_rank_save) if b is not None)
+            self.last_save = (self.epoch, blob)
+            self.timing["hpo.save_s"] += time.time() - started
         with tarfile.open(fileobj=io.BytesIO(blob), mode="r") as tar:
             tar.extractall(checkpoint_dir, filter="data")
         Path(checkpoint_dir, "hpo_trial.txt").write_text(f"{self.trial_id} {self.epoch}\n")
@@ -189,6 +200,7 @@ class HorovodTrainable(tune.Trainable):
                     tar.add(item, arcname=item.name)
         epochs = self.workers.run(_rank_restore, args=[buffer.getvalue()])
         self.epoch = int(epochs[0])
+        self.last_save = (self.epoch, buffer.getvalue())
 
     # --- reuse ---------------------------------------------------------------------------------------
 
