@@ -103,6 +103,7 @@ class Trial:
         self._set_learning_rates()  # scaled by the number of ranks (and ramped) from the very first step
         self._step = tf.function(self._train_step)
         self._broadcast_done = False
+        self._validation: tuple[int, dict[str, float]] | None = None  # (epoch, its metrics) for finalize
         self.epoch = 0
         self.history: list[dict[str, float]] = []
 
@@ -142,8 +143,10 @@ class Trial:
         distributed.average_variables([v for m in self.parts.models.values() for v in m.non_trainable_variables])
         train_time = time.perf_counter() - started
         metrics = distributed.allreduce_metrics({name: total / max(steps, 1) for name, total in sums.items()})
-        metrics.update(self.workload.validate(self.parts, self.splits, self.context))
+        validation = self.workload.validate(self.parts, self.splits, self.context)
+        metrics.update(validation)
         self.epoch += 1
+        self._validation = (self.epoch, validation)
         self.epoch_var.assign(self.epoch)
         elapsed = time.perf_counter() - started
         samples = steps * int(self.params["batch_size"]) * self.size
@@ -192,6 +195,7 @@ class Trial:
             self._materialise_optimizer()
         self._checkpoint().read(str(path)).assert_existing_objects_matched()
         self.epoch = int(self.epoch_var.numpy())
+        self._validation = None
         self._broadcast_done = True
         self._set_learning_rates()
         return self.epoch
@@ -207,7 +211,10 @@ class Trial:
 
     def finalize(self, out_dir: str) -> dict[str, Any]:
         """Final validation metrics, plots and the exported model (written by rank 0)."""
-        metrics = self.workload.validate(self.parts, self.splits, self.context)
+        if self._validation is not None and self._validation[0] == self.epoch:
+            metrics = dict(self._validation[1])  # the last epoch validated these very weights (context is current)
+        else:
+            metrics = self.workload.validate(self.parts, self.splits, self.context)
         result: dict[str, Any] = {"metrics": metrics, "plots": [], "model_dir": None}
         extra = self.workload.finalize(self.parts, self.splits, self.context, out_dir, self.rank == 0)
         if self.rank == 0:
