@@ -55,6 +55,20 @@ def lensing_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def hpo() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``hpo(*args, env=None, timeout=600)``: run the ``hpo`` CLI in its own process (as users do), output captured.
+
+    ``env`` defaults to this process's environment; output is unbuffered either way.
+    """
+
+    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True,
+                              env={**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"}, timeout=timeout)
+
+    return run
+
+
+@pytest.fixture(scope="session")
 def peak_rss_mib() -> Callable[..., float]:
     """``peak_rss_mib(code, *argv, timeout=300)``: run Python ``code`` in a child process and return that
     child's own peak RSS in MiB, for memory-bound tests.

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -34,11 +35,6 @@ seed: 2
 """
 
 
-def hpo(*args: str, env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=timeout)
-
-
 def records(root: Path) -> dict[str, dict]:
     try:
         return json.loads((root / "life" / "trials.json").read_text())
@@ -46,7 +42,7 @@ def records(root: Path) -> dict[str, dict]:
         return {}
 
 
-def test_stop_resume_extend(tmp_path: Path, calo_file: Path, mlflow_server: str) -> None:
+def test_stop_resume_extend(tmp_path: Path, calo_file: Path, mlflow_server: str, hpo: Any) -> None:
     env = {**os.environ, "HPO_CAMPAIGNS_DIR": str(tmp_path / "campaigns"), "PYTHONUNBUFFERED": "1"}
     root = tmp_path / "campaigns"
     spec = tmp_path / "life.yaml"

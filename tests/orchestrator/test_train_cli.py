@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
-
-
-def hpo(*args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=timeout)
-
 
 TINY = ["--set", "batch_size=32", "--set", "conv_blocks=2", "--set", "filters=8", "--set", "dense_units=16"]
 
 
 @pytest.mark.slow
-def test_train_two_ranks_prints_epochs_writes_outputs_and_resumes(calo_file: Path, tmp_path: Path) -> None:
+def test_train_two_ranks_prints_epochs_writes_outputs_and_resumes(calo_file: Path, tmp_path: Path, hpo: Any) -> None:
     out = tmp_path / "run"
     first = hpo("train", "lhc_cnn", "--data", str(calo_file), "--workers", "2", "--epochs", "2", *TINY, "--out", str(out))
     assert first.returncode == 0, first.stderr[-3000:]
@@ -46,7 +38,7 @@ def test_train_two_ranks_prints_epochs_writes_outputs_and_resumes(calo_file: Pat
     assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
 
 
-def test_train_bad_input_is_one_line_with_exit_2(calo_file: Path, tmp_path: Path) -> None:
+def test_train_bad_input_is_one_line_with_exit_2(calo_file: Path, tmp_path: Path, hpo: Any) -> None:
     cases = [
         (["--data", str(calo_file), "--workers", "0"], "--workers must be at least 1"),
         (["--data", str(tmp_path / "missing.h5")], "missing.h5"),
