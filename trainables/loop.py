@@ -103,7 +103,7 @@ class Trial:
         self._set_learning_rates()  # scaled by the number of ranks (and ramped) from the very first step
         self._step = tf.function(self._train_step)
         self._broadcast_done = False
-        self._validation: tuple[int, dict[str, float]] | None = None  # (epoch, its metrics) for finalize
+        self._validation: dict[str, float] | None = None  # the last epoch's, of the current weights; for finalize
         self.epoch = 0
         self.history: list[dict[str, float]] = []
 
@@ -121,6 +121,7 @@ class Trial:
     def run_epoch(self) -> dict[str, float]:
         """Train one epoch and validate; the returned metrics are the same on every rank."""
         started = time.perf_counter()
+        self._validation = None  # the weights are about to change
         train = self.splits.train_for_epoch(self.epoch) if self.splits.train_for_epoch else self.splits.train
         sums: dict[str, float] = {}
         steps = 0
@@ -146,7 +147,7 @@ class Trial:
         validation = self.workload.validate(self.parts, self.splits, self.context)
         metrics.update(validation)
         self.epoch += 1
-        self._validation = (self.epoch, validation)
+        self._validation = validation
         self.epoch_var.assign(self.epoch)
         elapsed = time.perf_counter() - started
         samples = steps * int(self.params["batch_size"]) * self.size
@@ -211,8 +212,8 @@ class Trial:
 
     def finalize(self, out_dir: str) -> dict[str, Any]:
         """Final validation metrics, plots and the exported model (written by rank 0)."""
-        if self._validation is not None and self._validation[0] == self.epoch:
-            metrics = dict(self._validation[1])  # the last epoch validated these very weights (context is current)
+        if self._validation is not None:
+            metrics = dict(self._validation)  # the last epoch validated these very weights (context is current)
         else:
             metrics = self.workload.validate(self.parts, self.splits, self.context)
         result: dict[str, Any] = {"metrics": metrics, "plots": [], "model_dir": None}
