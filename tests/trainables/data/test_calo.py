@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +116,23 @@ def test_shards_are_disjoint_equal_and_normalised(calo_file: Path) -> None:
     e1 = np.concatenate([b["y"].numpy() for b in splits.train_for_epoch(1)])
     assert np.array_equal(e0, e0_again) and not np.array_equal(e0, e1)
     assert sum(int(b["x"].shape[0]) for b in splits.val) == splits.n_val == 120
+
+
+def test_a_warm_workers_next_trial_reuses_the_pipelines_unless_something_changed(tmp_path: Path) -> None:
+    path = write_calo(tmp_path / "c.h5", events=300, seed=3, progress=False)
+    cfg = DataConfig(path=str(path))
+    first = make_datasets(cfg, "calo", batch_size=16, seed=0)
+    assert make_datasets(cfg, "calo", batch_size=16, seed=0) is first
+    # the reused pipelines still give a whole epoch each time they are iterated
+    assert sum(int(b["x"].shape[0]) for b in first.val) == sum(int(b["x"].shape[0]) for b in first.val) == first.n_val
+    assert make_datasets(cfg, "calo", batch_size=32, seed=0) is not first
+    second = make_datasets(cfg, "calo", batch_size=16, seed=0)
+    assert second is not first and make_datasets(cfg, "calo", batch_size=16, seed=1) is not second
+    third = make_datasets(cfg, "calo", batch_size=16, seed=1)
+    write_calo(path, events=400, seed=4, progress=False)  # the file rewritten between two trials
+    os.utime(path, (time.time() + 5, time.time() + 5))  # a new modification time even on a coarse clock
+    fresh = make_datasets(cfg, "calo", batch_size=16, seed=1)
+    assert fresh is not third and fresh.n_train + fresh.n_val + fresh.n_test == 400
 
 
 def test_load_arrays_matches_split(calo_file: Path) -> None:
