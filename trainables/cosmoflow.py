@@ -23,7 +23,7 @@ import numpy as np
 from trainables.data.cosmo3d import FIDUCIAL as COSMO_FIDUCIAL
 from trainables.data.cosmo3d import PARAMETERS as COSMO_PARAMETERS
 from trainables.errors import HpoError
-from trainables.workload import Parts, gather, make_optimizer, write_export
+from trainables.workload import Parts, example_inputs, gather, keep_example, make_optimizer, write_export
 
 DATA_KIND = "cosmo3d"
 TARGETS = COSMO_PARAMETERS[:3]  # H_0 is held at its fiducial value by our generator
@@ -113,6 +113,7 @@ def _predict(parts: Parts, dataset: Any) -> tuple[np.ndarray, np.ndarray]:
     model = parts.models["cnn"]
     preds, trues = [], []
     for batch in dataset:
+        keep_example(parts, batch["x"])
         preds.append(model(batch["x"], training=False).numpy())
         trues.append(batch["y"].numpy())
     width = len(TARGETS)
@@ -148,7 +149,7 @@ def finalize(parts: Parts, splits: Any, context: Mapping[str, Any], out_dir: str
 def export(parts: Parts, splits: Any, out_dir: Path) -> Path:
     """The regressor: cubes (normalised as the reader does) -> u-space parameters."""
     model = parts.models["cnn"]
-    example = next(iter(splits.val))["x"].numpy()[:2]
+    example = example_inputs(parts, splits.val, 2)
     return write_export(out_dir, model, example, {
         "workload": "cosmoflow",
         "inputs": f"float32 cubes {list(example.shape[1:])}: {splits.norm.get('transform')} of particle counts, "

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from trainables.workload import Parts, gather, make_optimizer, write_export
+from trainables.workload import Parts, example_inputs, gather, keep_example, make_optimizer, write_export
 
 DATA_KIND = "calo"
 METRICS = ("train_loss", "val_loss", "val_auc", "val_tpr_fpr1e-3", "val_tpr_fpr1e-4", "val_cut_tpr", "val_cut_fpr",
@@ -113,6 +113,7 @@ def _predict(parts: Parts, dataset: Any) -> tuple[np.ndarray, np.ndarray, np.nda
     model = parts.models["cnn"]
     logits, labels, weights = [], [], []
     for batch in dataset:
+        keep_example(parts, batch["x"])
         logits.append(model(batch["x"], training=False).numpy()[:, 0])
         labels.append(batch["y"].numpy())
         weights.append(batch["w"].numpy())
@@ -159,7 +160,7 @@ def export(parts: Parts, splits: Any, out_dir: Path) -> Path:
 
     cnn = parts.models["cnn"]
     model = keras.Sequential([cnn, keras.layers.Activation("sigmoid", name="p_signal")], name="lhc_cnn_classifier")
-    example = next(iter(splits.val))["x"].numpy()[:4]
+    example = example_inputs(parts, splits.val, 4)
     model(example)
     return write_export(out_dir, model, example, {
         "workload": "lhc_cnn", "inputs": f"float32 images {list(example.shape[1:])}, channels "

@@ -48,7 +48,9 @@ def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Pa
     ax.set_title("ROC on the validation split")
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
+    # fixed margins: the figure's size and labels never change, and tight_layout's measuring of every (minor) tick
+    # label of the log axis was a third of this plot's time, paid at the end of every trial
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.12, top=0.93)
     fig.savefig(path)
     plt.close(fig)
     return path
