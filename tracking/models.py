@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from mlflow.pyfunc import PythonModel
 
 MODEL_ARTIFACT = "model"
@@ -29,17 +30,18 @@ class KerasModel(PythonModel):
 
         self.model = tf_keras.models.load_model(context.artifacts["keras_model"], compile=False)
 
-    def predict(self, context, model_input, params=None):
-        """Model output for a batch of inputs (no type hints: MLflow would validate against them)."""
-        import numpy as np
+    def predict(self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None) -> np.ndarray:
+        """Model output for a batch of inputs.
 
+        ``np.ndarray`` is one of the hints MLflow neither validates against nor infers a schema from (the
+        signature comes from the input example), and with it MLflow stops warning at every model it logs.
+        """
         return self.model.predict(np.asarray(model_input, dtype=np.float32), verbose=0)
 
 
 def log_exported_model(mlflow_client: Any, run_id: str, export_dir: str | Path) -> str:
     """Save the exported model as an MLflow pyfunc and upload it to ``run_id``; returns ``runs:/RUN/model``."""
     import mlflow.pyfunc
-    import numpy as np
     from mlflow.models import infer_signature
 
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
