@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import LogLocator, NullFormatter
 
 from trainables.metrics.gan import ks_distance, pixel_histogram
 
@@ -41,6 +42,10 @@ def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Pa
     for x in (1e-4, 1e-3):
         ax.axvline(x, color="grey", lw=0.6, ls=":")
     ax.set_xscale("log")
+    # minor ticks at 2 and 5 of each decade: the default eight per decade, each a tick object laid out and drawn
+    # with its (empty) label, were half of this plot's time, paid at the end of every trial
+    ax.xaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlim(*fpr_range)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("background efficiency (weighted FPR)")
