@@ -7,7 +7,9 @@ measured in a fresh process per configuration so the TensorFlow thread settings 
 * ``loop 1×2``: :class:`trainables.loop.Trial` with 1 rank and 2 intra-op threads;
 * ``fit 1×2``: the same model compiled with the same loss and optimizer, ``model.fit`` on the same
   ``tf.data`` stream (regression and classification only: a GAN has no ``fit``);
-* ``loop 2×1``: 2 Horovod ranks (Gloo) with 1 thread each; samples/s counts both ranks.
+* ``loop 2×1``: 2 Horovod ranks (Gloo) with 1 thread each, each pinned to its own core (the ranks fill the
+  machine, see :func:`trainables.distributed.bind_cores`); samples/s counts both ranks;
+* ``2×1 unpinned``: the same with ``HPO_BIND_CORES=0``, the threads of both ranks free to share both cores.
 
     .venv/bin/python benchmarks/training_throughput.py [--workloads lhc_cnn,cosmoflow,cosmogan]
         [--out benchmarks/results/training_throughput.json]
@@ -100,9 +102,9 @@ def measure(config: dict[str, Any]) -> float:
     return run_local(_loop_rank, np=config["ranks"], args=(spec,), threads=config["threads"])[0]
 
 
-def _child(config: dict[str, Any]) -> float:
+def _child(config: dict[str, Any], env: dict[str, str] | None = None) -> float:
     proc = subprocess.run([sys.executable, __file__, "--measure", json.dumps(config)], capture_output=True, text=True,
-                          timeout=1800)
+                          timeout=1800, env={**os.environ, **(env or {})})
     if proc.returncode != 0:
         raise SystemExit(f"measurement {config} failed:\n{proc.stderr[-3000:]}")
     return float(proc.stdout.strip().splitlines()[-1])
@@ -136,18 +138,20 @@ def main() -> None:
             loop = _child({**base, "mode": "loop", "ranks": 1, "threads": 2})
             fit = None if workload == "cosmogan" else _child({**base, "mode": "fit", "ranks": 1, "threads": 2})
             two = _child({**base, "mode": "loop", "ranks": 2, "threads": 1})
-            results[workload] = {"loop_1x2": loop, "fit_1x2": fit, "loop_2x1": two,
-                                 "loop_vs_fit": loop / fit if fit else None, "2x1_vs_1x2": two / loop}
+            free = _child({**base, "mode": "loop", "ranks": 2, "threads": 1}, env={"HPO_BIND_CORES": "0"})
+            results[workload] = {"loop_1x2": loop, "fit_1x2": fit, "loop_2x1": two, "loop_2x1_unpinned": free,
+                                 "loop_vs_fit": loop / fit if fit else None, "2x1_vs_1x2": two / loop,
+                                 "2x1_unpinned_vs_1x2": free / loop}
             print(f"{workload}: {results[workload]}", flush=True)
     table = Table(title=f"training throughput, samples/s ({os.cpu_count()} cores); goals: loop/fit ≥ 1.0, 2×1 / 1×2 ≥ 0.9")
-    for column in ("workload", "loop 1×2", "fit 1×2", "loop / fit", "loop 2×1", "2×1 / 1×2"):
+    for column in ("workload", "loop 1×2", "fit 1×2", "loop / fit", "loop 2×1", "2×1 / 1×2", "2×1 unpinned / 1×2"):
         table.add_column(column, justify="right")
     for name, r in results.items():
         def fmt(v: float | None, digits: int = 1) -> str:
             return "n/a" if v is None else f"{v:.{digits}f}"
 
         table.add_row(name, fmt(r["loop_1x2"]), fmt(r["fit_1x2"]), fmt(r["loop_vs_fit"], 2), fmt(r["loop_2x1"]),
-                      fmt(r["2x1_vs_1x2"], 2))
+                      fmt(r["2x1_vs_1x2"], 2), fmt(r["2x1_unpinned_vs_1x2"], 2))
     Console().print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"cores": os.cpu_count(), "setups": {k: SETUPS[k][3] for k in results},

@@ -23,7 +23,8 @@ def _report(epoch: int, metrics: dict[str, float]) -> None:
 @click.option("--workers", type=int, default=1, show_default=True, help="Horovod ranks on this machine (Gloo).")
 @click.option("--epochs", type=int, default=5, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=int, default=None, help="TensorFlow threads per rank (default: cores / workers).")
+@click.option("--threads", type=int, default=None, help="TensorFlow threads per rank (default: cores / workers). When workers × threads = the cores, "
+                   "each rank is pinned to its own cores (HPO_BIND_CORES=0: not).")
 @click.option("--split", default="0.8,0.1,0.1", show_default=True, help="train,validation,test fractions.")
 @click.option("--max-events", type=int, default=None, help="Use only this many events of the file.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,

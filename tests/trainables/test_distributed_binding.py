@@ -1,0 +1,48 @@
+"""Pinning ranks to cores: each rank of a job that holds all of a node's cores gets its own; otherwise none."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from trainables.distributed import cores_for, run_local
+
+
+def test_ranks_that_hold_all_cores_get_their_own() -> None:
+    assert [cores_for(r, 2, 1, [0, 1], 2) for r in range(2)] == [[0], [1]]
+    assert [cores_for(r, 2, 2, [4, 5, 6, 7], 4) for r in range(2)] == [[4, 5], [6, 7]]
+    assert cores_for(1, 2, 1, [3, 1], 2) == [3]  # the cores this process may use, in order
+
+
+@pytest.mark.parametrize(("local_rank", "local_size", "threads", "available", "node_cpus"), [
+    (0, 2, 1, [0, 1, 2, 3], 4),  # 2 of 4 cores: another trial may run beside it
+    (0, 1, 1, [0, 1], 2),        # a single one-thread rank on 2 cores
+    (0, 4, 1, [0, 1], 4),        # more ranks than cores (Ray told it has 4 CPUs)
+    (0, 2, 1, [0, 1], -1.0),     # the node's CPUs are unknown
+    (0, 2, 0, [0, 1], 0),        # no thread count
+])
+def test_a_job_that_may_share_its_node_is_not_pinned(local_rank: int, local_size: int, threads: int,
+                                                     available: list[int], node_cpus: float) -> None:
+    assert cores_for(local_rank, local_size, threads, available, node_cpus) == []
+
+
+def _affinity() -> dict[str, object]:
+    from trainables import distributed
+
+    distributed.init(1)
+    threads = {int(t): sorted(os.sched_getaffinity(int(t))) for t in os.listdir("/proc/self/task")}
+    return {"rank": distributed.rank(), "process": sorted(os.sched_getaffinity(0)), "threads": threads}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="core affinity is Linux-only")
+def test_two_real_ranks_filling_the_machine_are_pinned_one_core_each_with_all_their_threads() -> None:
+    available = sorted(os.sched_getaffinity(0))
+    results = sorted(run_local(_affinity, np=2, threads=1), key=lambda r: r["rank"])
+    if len(available) != 2:  # a larger machine: 2 × 1 does not hold it all, so nothing may be pinned
+        assert all(r["process"] == available for r in results)
+        return
+    assert [r["process"] for r in results] == [[available[0]], [available[1]]]
+    for r in results:
+        assert set(map(tuple, r["threads"].values())) == {tuple(r["process"])}, r  # Horovod's and TF's threads too
