@@ -20,6 +20,7 @@ from trainables.metrics import (
     power_spectrum_2d,
     power_spectrum_3d,
     regression_errors,
+    ridge_predict,
 )
 from trainables.plots import (
     plot_image_grid,
@@ -376,6 +377,23 @@ def test_bad_regression_arguments_are_errors() -> None:
         regression_errors(np.zeros((4, 2)), np.zeros((3, 2)), ["a", "b"])
     with pytest.raises(ValueError, match="one value per name"):
         regression_errors(np.zeros((4, 2)), np.zeros((4, 2)), ["a", "b"], fiducial=[1.0])
+
+
+def test_ridge_recovers_a_linear_relation_and_clips_to_the_u_range() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(200, 5)) * [1, 10, 0.1, 3, 1] + [0, 5, -2, 0, 100]  # unstandardised features
+    w = np.array([[0.1, -0.2], [0.02, 0.0], [1.0, 0.5], [0.0, 0.05], [-0.1, 0.1]])
+    y = x @ w - 9.9
+    test = rng.normal(size=(20, 5)) * [1, 10, 0.1, 3, 1] + [0, 5, -2, 0, 100]
+    pred = ridge_predict(x, y, test, alpha=1e-9, clip=None)
+    np.testing.assert_allclose(pred, test @ w - 9.9, atol=1e-6)
+    clipped = ridge_predict(x, y, test, alpha=1e-9)
+    assert clipped.min() >= -1 and clipped.max() <= 1
+    np.testing.assert_allclose(clipped, np.clip(pred, -1, 1))
+    shrunk = ridge_predict(x, y, test, alpha=1e6, clip=None)  # all weight shrunk away: the intercept (the mean) stays
+    np.testing.assert_allclose(shrunk, np.broadcast_to(y.mean(axis=0), shrunk.shape), atol=0.05)
+    with pytest.raises(ValueError, match="must agree"):
+        ridge_predict(x, y, test[:, :4])
 
 
 # ---------------------------------------------------------------- plots

@@ -57,3 +57,57 @@ def regression_errors(pred_u: np.ndarray, true_u: np.ndarray, names: Sequence[st
         result.update({f"rel_err_{name}": float(value) for name, value in zip(names, per_name, strict=True)})
         result["rel_err"] = float(per_name.mean())
     return result
+
+
+def cube_summaries(log_counts: np.ndarray, bins: int = 8) -> np.ndarray:
+    """Classical summary statistics of density cubes, one row per cube: the baseline a CNN should beat.
+
+    For each channel c of ``log_counts`` (N, S, S, S, C), ℓ = log(1 + counts): the log of the power spectrum
+    of ℓ − mean(ℓ) in ``bins`` log-spaced |k| shells (grid units; empty shells dropped, the same for every
+    cube), then the standard deviation and the skewness of ℓ. For a lognormal field ℓ is close to the Gaussian
+    field itself, so its P(k) carries σ_8 (amplitude) and n_s (tilt); the ratios of the channels' standard
+    deviations follow the growth factor D(z), which depends on Ω_m.
+
+    Returns:
+        (N, C · (shells + 2)) float64.
+    """
+    from trainables.metrics.spectra import power_spectrum_3d
+
+    cubes = np.asarray(log_counts, dtype=np.float64)
+    if cubes.ndim == 4:
+        cubes = cubes[..., None]
+    if cubes.ndim != 5 or not cubes.shape[1] == cubes.shape[2] == cubes.shape[3]:
+        raise ValueError(f"log_counts must be (N, S, S, S) or (N, S, S, S, C) cubes, but got shape {np.shape(log_counts)}")
+    columns = []
+    for c in range(cubes.shape[-1]):
+        field = cubes[..., c] - cubes[..., c].mean(axis=(1, 2, 3), keepdims=True)
+        _, power = power_spectrum_3d(field, box_size=float(field.shape[-1]), bins=bins)
+        std = field.reshape(len(field), -1).std(axis=1)
+        skew = (field.reshape(len(field), -1) ** 3).mean(axis=1) / np.maximum(std, 1e-12) ** 3
+        columns += [np.log(np.maximum(power, 1e-30)), std[:, None], skew[:, None]]
+    return np.concatenate(columns, axis=1)
+
+
+def ridge_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, alpha: float = 0.1,
+                  clip: tuple[float, float] | None = (-1.0, 1.0)) -> np.ndarray:
+    """Ridge regression of ``train_y`` on standardised ``train_x`` (with intercept), applied to ``test_x``.
+
+    Minimises |X w − y|² + ``alpha`` |w|² over the features standardised with the training mean and
+    standard deviation; predictions are clipped to ``clip`` (the u-space range) unless it is None.
+    """
+    x, y, t = (np.asarray(a, dtype=np.float64) for a in (train_x, train_y, test_x))
+    if x.ndim != 2 or t.ndim != 2 or x.shape[1] != t.shape[1] or len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"train_x (N, F), train_y (N, ...) and test_x (M, F) must agree, but got shapes "
+                         f"{x.shape}, {y.shape} and {t.shape}")
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    std[std == 0] = 1.0
+
+    def design(a: np.ndarray) -> np.ndarray:
+        return np.concatenate([(a - mean) / std, np.ones((len(a), 1))], axis=1)
+
+    a = design(x)
+    penalty = alpha * np.eye(a.shape[1])
+    penalty[-1, -1] = 0.0  # the intercept is not shrunk
+    weights = np.linalg.solve(a.T @ a + penalty, a.T @ y)
+    pred = design(t) @ weights
+    return np.clip(pred, *clip) if clip is not None else pred

@@ -288,3 +288,29 @@ def test_empty_file(tmp_path: Path) -> None:
 def test_wrong_kind(small: Path) -> None:
     with pytest.raises(DataError, match=r"small\.h5: the file holds cosmo3d data, not lensing; pass --kind cosmo3d"):
         check_file(small, "lensing")
+
+
+def test_baseline_cli_beats_the_mean_on_every_parameter(cubes: Path, tmp_path: Path) -> None:
+    """`hpo data baseline`: ridge on log-density P(k), std and skewness of all channels, on the trial split."""
+    from orchestrator.cli.data import command
+
+    out = tmp_path / "baseline.json"
+    result = CliRunner().invoke(command, ["baseline", str(cubes), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(out.read_text())
+    assert (figures["train_cubes"], figures["val_cubes"]) == (240, 30)
+    for name in ("Omega_m", "sigma_8", "n_s"):
+        assert figures["baseline"][f"mae_{name}"] < 0.7 * figures["mean"][f"mae_{name}"], figures
+        assert name in result.output
+    assert figures["mean"]["mae"] > 0.4  # predicting the mean: ≈ 0.5 for u ~ U[-1, 1]
+
+
+def test_baseline_of_another_kind_is_a_one_line_error(tmp_path: Path) -> None:
+    from orchestrator.cli import main
+    from trainables.data.generate import write_lensing
+
+    maps = write_lensing(tmp_path / "maps.h5", events=4, seed=1, progress=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["data", "baseline", str(maps)])
+    assert exit_info.value.code == 2
+
