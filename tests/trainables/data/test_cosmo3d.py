@@ -313,4 +313,3 @@ def test_baseline_of_another_kind_is_a_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["data", "baseline", str(maps)])
     assert exit_info.value.code == 2
-
