@@ -15,7 +15,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trainables  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
@@ -73,10 +74,11 @@ def cores_for(local_rank: int, local_size: int, threads: int, available: Sequenc
     Ranks are pinned only when this job's ranks on the node hold all of its CPUs (``local_size × threads`` equal
     to ``node_cpus``, the CPUs the node offers: Ray's count for the node, else the cores this process may use)
     and there are that many cores: then no other job shares them, and each rank gets its own ``threads``
-    consecutive cores of ``available``. Otherwise (several trials per node, oversubscription) pinning could
-    stack two jobs on the same cores, so nothing is pinned.
+    consecutive CPUs of ``available``, in the order given (:func:`_by_core` puts a core's hardware threads
+    next to each other, so a rank gets whole cores). Otherwise (several trials per node, oversubscription)
+    pinning could stack two jobs on the same cores, so nothing is pinned.
     """
-    cores = sorted(available)
+    cores = list(available)
     need = local_size * threads
     if threads < 1 or local_size < 1 or need != node_cpus or need > len(cores) or not 0 <= local_rank < local_size:
         return []
@@ -95,7 +97,7 @@ def bind_cores(threads: int) -> list[int]:
     if os.environ.get("HPO_BIND_CORES", "1") == "0" or not hasattr(os, "sched_setaffinity"):
         return []
     hvd = _hvd()
-    available = sorted(os.sched_getaffinity(0))
+    available = _by_core(os.sched_getaffinity(0))
     cores = cores_for(int(hvd.local_rank()), int(hvd.local_size()), threads, available, _node_cpus(len(available)))
     if not cores:
         return []
@@ -103,6 +105,22 @@ def bind_cores(threads: int) -> list[int]:
         with contextlib.suppress(OSError):  # a thread that just ended
             os.sched_setaffinity(int(task), cores)
     return cores
+
+
+def _by_core(cpus: Iterable[int]) -> list[int]:
+    """CPU numbers ordered by (package, physical core, number): the hardware threads of a core side by side.
+
+    Linux often numbers the second threads of all cores after the first ones (0-3 and their siblings 4-7);
+    consecutive blocks of the plain order would then give two ranks the same physical cores.
+    """
+    def key(cpu: int) -> tuple[int, int, int]:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            return int((topology / "physical_package_id").read_text()), int((topology / "core_id").read_text()), cpu
+        except (OSError, ValueError):
+            return 0, cpu, cpu
+
+    return sorted(cpus, key=key)
 
 
 def _node_cpus(available: int) -> float:

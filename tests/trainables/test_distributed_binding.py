@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +13,26 @@ from trainables.distributed import cores_for, run_local
 def test_ranks_that_hold_all_cores_get_their_own() -> None:
     assert [cores_for(r, 2, 1, [0, 1], 2) for r in range(2)] == [[0], [1]]
     assert [cores_for(r, 2, 2, [4, 5, 6, 7], 4) for r in range(2)] == [[4, 5], [6, 7]]
-    assert cores_for(1, 2, 1, [3, 1], 2) == [3]  # the cores this process may use, in order
+    assert cores_for(1, 2, 1, [3, 1], 2) == [1]  # the CPUs this process may use, in the order given
+
+
+def test_a_cores_hardware_threads_stay_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With SMT numbered 0-3 then siblings 4-7, a 4-thread rank gets two whole cores, not four halves."""
+    from trainables import distributed
+
+    core_of = {0: 0, 1: 1, 2: 2, 3: 3, 4: 0, 5: 1, 6: 2, 7: 3}
+    real_read = Path.read_text
+
+    def read_text(self: Path, *args: object, **kwargs: object) -> str:
+        if self.parent.name == "topology" and self.parent.parent.name.startswith("cpu"):
+            cpu = int(self.parent.parent.name[3:])
+            return f"{core_of[cpu]}\n" if self.name == "core_id" else "0\n"
+        return real_read(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    order = distributed._by_core(range(8))
+    assert order == [0, 4, 1, 5, 2, 6, 3, 7]
+    assert [cores_for(r, 2, 4, order, 8) for r in range(2)] == [[0, 4, 1, 5], [2, 6, 3, 7]]
 
 
 @pytest.mark.parametrize(("local_rank", "local_size", "threads", "available", "node_cpus"), [
