@@ -135,7 +135,7 @@ def baseline(file: Path, split: tuple[float, float, float], seed: int, max_event
 
     from trainables.cosmoflow import TARGETS
     from trainables.data.checks import check_file
-    from trainables.data.readers import reader_for, split_indices
+    from trainables.data.readers import event_splits, reader_for
     from trainables.data.spec import DataConfig
     from trainables.errors import HpoError
     from trainables.metrics import cube_summaries, regression_errors, ridge_predict
@@ -143,22 +143,20 @@ def baseline(file: Path, split: tuple[float, float, float], seed: int, max_event
     check_file(file, "cosmo3d")
     cfg = DataConfig(path=str(file), split=tuple(split), max_events=max_events)
     reader = reader_for(cfg, "cosmo3d", {"transform": "log", "targets": len(TARGETS)})
-    n = min(reader.n, max_events) if max_events else reader.n
-    parts = split_indices(n, cfg.split, seed)
-    train, val = np.sort(parts["train"]), np.sort(parts["val"])
+    parts = event_splits(cfg, reader, seed)
+    train, val = parts["train"], parts["val"]
     if train.size < 2 or val.size < 1:
-        raise HpoError(f"{file}: {n} cubes give {train.size} training and {val.size} validation cubes; "
+        raise HpoError(f"{file}: {sum(p.size for p in parts.values())} cubes give {train.size} training and "
+                       f"{val.size} validation cubes; "
                        "use a larger file or another --split")
     console = Console(stderr=True)
     features: dict[str, np.ndarray] = {}
     targets: dict[str, np.ndarray] = {}
     with h5py.File(file, "r") as f, Progress(console=console, transient=True) as progress:
         task = progress.add_task("power spectra of the cubes", total=int(train.size + val.size))
-        # cubes per read: ~256 MiB of float64 work arrays (32 cubes of 32³, one at 128³)
-        per_read = max(1, min(32, 2**28 // (8 * 3 * int(np.prod(reader.sample_shape)))))
         for name, indices in (("train", train), ("val", val)):
             rows, ys = [], []
-            for group in np.array_split(indices, -(-indices.size // per_read)):
+            for group in np.array_split(indices, -(-indices.size // reader.group_events)):  # the readers' read size
                 x, y = reader.read(f, group, {})
                 rows.append(cube_summaries(x))
                 ys.append(y)

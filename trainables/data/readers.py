@@ -320,6 +320,11 @@ def _n_events(cfg: DataConfig, reader: KindReader) -> int:
     return min(reader.n, cfg.max_events) if cfg.max_events else reader.n
 
 
+def event_splits(cfg: DataConfig, reader: KindReader, seed: int) -> dict[str, np.ndarray]:
+    """The sorted train/val/test indices of ``cfg``'s file as a trial with ``seed`` splits it (``max_events`` honoured)."""
+    return split_indices(_n_events(cfg, reader), cfg.split, seed)
+
+
 @functools.lru_cache(maxsize=16)
 def _norm(kind: str, path: str, mtime: float, options: str, train_key: bytes) -> str:
     reader = READERS[kind](path, json.loads(options))
@@ -373,8 +378,7 @@ def _make_datasets(cfg: DataConfig, kind: str, *, batch_size: int, seed: int, ra
     import tensorflow as tf
 
     reader = reader_for(cfg, kind, options)
-    n = _n_events(cfg, reader)
-    parts = split_indices(n, cfg.split, seed)
+    parts = event_splits(cfg, reader, seed)
     train = parts["train"]
     per_rank = train.size // size
     steps = per_rank // batch_size
@@ -440,7 +444,7 @@ def load_arrays(cfg: DataConfig, kind: str, split: str, *, seed: int, keys: Sequ
     if split not in ("train", "val", "test"):
         raise HpoError(f"split must be train, val or test, but got {split!r}")
     reader = reader_for(cfg, kind)
-    indices = split_indices(_n_events(cfg, reader), cfg.split, seed)[split]
+    indices = event_splits(cfg, reader, seed)[split]
     if limit is not None:
         indices = indices[:limit]
     with h5py.File(cfg.path, "r") as f:
