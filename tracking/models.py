@@ -28,6 +28,8 @@ class KerasModel(PythonModel):
         os.environ["TF_USE_LEGACY_KERAS"] = "1"
         import tf_keras
 
+        import trainables.layers  # noqa: F401  (registers our layers with Keras)
+
         self.model = tf_keras.models.load_model(context.artifacts["keras_model"], compile=False)
 
     def predict(self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None) -> np.ndarray:
@@ -46,6 +48,8 @@ def log_exported_model(mlflow_client: Any, run_id: str, export_dir: str | Path) 
 
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
     import tf_keras
+
+    import trainables.layers  # noqa: F401  (registers our layers with Keras)
 
     export_dir = Path(export_dir)
     example = np.load(export_dir / "input_example.npy")

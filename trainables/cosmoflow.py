@@ -3,7 +3,10 @@
 Model (MLPerf HPC CosmoFlow reference, scaled by its hyperparameters): ``conv_layers`` × [Conv3D k³ same
 (``conv_size`` filters, doubling per layer up to 16×) → (batch norm) → LeakyReLU (or ReLU) →
 MaxPool3D 2] → flatten → dense ``fc1`` → dropout → dense ``fc2`` → dropout → ``targets`` outputs,
-``tanh × 1.2`` (targets live in u ∈ [−1, 1]). MSE loss (``loss: mse``) or L1 (``loss: mae``, the SC18
+``tanh × 1.2`` (targets live in u ∈ [−1, 1]). With ``moments: true`` (the default; ``false`` gives the
+reference model) the dense head also sees, batch-normalised, each input channel's log-variance at 1, 2
+and 4 cells and its skewness (``trainables.layers.CubeMoments``): without them the CNN learnt σ_8, a
+little n_s and no Ω_m on our cubes (docs/workloads.md). MSE loss (``loss: mse``) or L1 (``loss: mae``, the SC18
 paper's). Inputs: ``log(1 + counts)`` (``apply_log: true``) or counts over their mean, from 4 redshift
 channels or z = 0 only (``redshifts``).
 
@@ -39,6 +42,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "dropout": 0.1,
     "activation": "leaky_relu",
     "batch_norm": False,
+    "moments": True,  # one-point statistics of every input channel beside the conv features
     "apply_log": True,
     "redshifts": 4,
     "loss": "mse",
@@ -63,6 +67,8 @@ def build(params: Mapping[str, Any], input_shape: tuple[int, ...]) -> Parts:
     """The 3D CNN and its optimizer."""
     import tf_keras as keras
 
+    from trainables.layers import CubeMoments, moment_scales
+
     if params["activation"] not in ("leaky_relu", "relu"):
         raise HpoError(f"cosmoflow parameter activation must be leaky_relu or relu, but got {params['activation']!r}")
     if params["loss"] not in ("mse", "mae"):
@@ -84,6 +90,12 @@ def build(params: Mapping[str, Any], input_shape: tuple[int, ...]) -> Parts:
             x = keras.layers.MaxPooling3D(2)(x)
             side //= 2
     x = keras.layers.Flatten()(x)
+    if params["moments"]:
+        # Their spread from cube to cube is a few per cent of their size: batch norm (its moving averages
+        # are averaged over ranks every epoch) brings it to order one for the dense layers.
+        stats = CubeMoments(moment_scales(int(input_shape[0])), name="moments")(inputs)
+        stats = keras.layers.BatchNormalization(momentum=0.9, name="moments_norm")(stats)
+        x = keras.layers.Concatenate()([x, stats])
     for units in (int(params["fc1"]), int(params["fc2"])):
         x = keras.layers.Dense(units)(x)
         x = activation()(x)

@@ -63,10 +63,12 @@ def test_workload_contract_two_ranks(name: str, request: pytest.FixtureRequest, 
     assert chief["again"]["train_loss"] == pytest.approx(history[1]["train_loss"], rel=1e-4)
     assert chief["again_digest"] == pytest.approx(chief["final"]["digest"], rel=1e-5)
     assert chief["restored_digest"] != pytest.approx(chief["again_digest"], rel=1e-9)
-    # the exported model loads without custom objects and predicts
+    # the exported model loads with our registered layers only (what tracking.models does) and predicts
     model_dir = Path(chief["final"]["model_dir"])
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
     import tf_keras
+
+    import trainables.layers  # noqa: F401
 
     model = tf_keras.models.load_model(str(model_dir / "model.keras"), compile=False)
     example = np.load(model_dir / "input_example.npy")
