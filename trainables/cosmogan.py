@@ -4,9 +4,11 @@ Generator (Mustafa et al. 2019, scaled by its hyperparameters): z ∈ R^``latent
 (S/16)²·8f → batch norm → ReLU → 3 × [ConvTranspose k×k stride 2 (4f, 2f, f filters) → batch norm → ReLU]
 → ConvTranspose k×k stride 2 → tanh, with f = ``gen_filters``. Discriminator: 4 × [Conv k×k stride 2
 (f, 2f, 4f, 8f filters with f = ``disc_filters``) → (batch norm after the first) → LeakyReLU 0.2] → one
-logit. Non-saturating GAN loss; Adam with its own learning rate per network (``gen_learning_rate``,
-``disc_learning_rate``) and a shared ``beta1`` (0.5); one-sided ``label_smoothing`` of the real labels
-and a ``label_flip`` probability (0.01) for the discriminator's labels. Maps enter and leave through
+logit; it sees real and generated maps in one batch (two batches would be batch-normalised apart, hiding
+a shift of the generated pixel distribution). Non-saturating GAN loss; Adam with its own learning rate
+per network (``gen_learning_rate``, ``disc_learning_rate``) and a shared ``beta1`` (0.5); one-sided
+``label_smoothing`` of the real labels and a ``label_flip`` probability (0.01) for the discriminator's
+labels. Maps enter and leave through
 CosmoGAN's transform s(y) = 2y/(y + 4) − 1 of y = 1 + κ/λ (``trainables.data.readers``).
 
 Judged as the paper judges it, on generated vs validation maps back in κ units
@@ -121,8 +123,10 @@ def train_step(parts: Parts, batch: Mapping[str, Any], wrap_tape: Callable[[Any]
     bce = tf.nn.sigmoid_cross_entropy_with_logits
     with tf.GradientTape() as d_tape, tf.GradientTape() as g_tape:
         fake = gen(z, training=True)
-        real_logit = tf.squeeze(disc(real, training=True), -1)
-        fake_logit = tf.squeeze(disc(fake, training=True), -1)
+        # one batch through the discriminator: separate batches would each be batch-normalised on their own,
+        # which hides any shift or scaling of the generated pixel distribution from the discriminator
+        logits = tf.squeeze(disc(tf.concat([real, tf.cast(fake, real.dtype)], 0), training=True), -1)
+        real_logit, fake_logit = logits[:n], logits[n:]
         d_loss = tf.reduce_mean(bce(labels=real_target, logits=real_logit)) + \
             tf.reduce_mean(bce(labels=fake_target, logits=fake_logit))
         g_loss = tf.reduce_mean(bce(labels=tf.ones_like(fake_logit), logits=fake_logit))  # non-saturating
