@@ -6,9 +6,9 @@ MaxPool3D 2] → flatten → dense ``fc1`` → dropout → dense ``fc2`` → dro
 ``tanh × 1.2`` (targets live in u ∈ [−1, 1]). With ``moments: true`` (the default; ``false`` gives the
 reference model) the dense head also sees, batch-normalised, each input channel's log-variance at 1, 2
 and 4 cells and its skewness (``trainables.layers.CubeMoments``): without them the CNN learnt σ_8, a
-little n_s and no Ω_m on our cubes (docs/workloads.md). MSE loss (``loss: mse``) or L1 (``loss: mae``, the SC18
-paper's). Inputs: ``log(1 + counts)`` (``apply_log: true``) or counts over their mean, from 4 redshift
-channels or z = 0 only (``redshifts``).
+little n_s and no Ω_m on our cubes (docs/workloads.md). MSE loss (``loss: mse``) or L1 (``loss: mae``,
+the SC18 paper's). Inputs: ``log(1 + counts)`` (``apply_log: true``) or counts over their mean, from 4
+redshift channels or z = 0 only (``redshifts``).
 
 Metrics every epoch: ``train_loss``, ``val_loss`` (MSE in u-space), ``val_mae`` (mean absolute error in
 u-space, the MLPerf target metric: 0.124 there; predicting the mean gives ≈ 0.5) and per parameter

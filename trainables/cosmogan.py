@@ -8,8 +8,8 @@ logit; it sees real and generated maps in one batch (two batches would be batch-
 a shift of the generated pixel distribution). Non-saturating GAN loss; Adam with its own learning rate
 per network (``gen_learning_rate``, ``disc_learning_rate``) and a shared ``beta1`` (0.5); one-sided
 ``label_smoothing`` of the real labels and a ``label_flip`` probability (0.01) for the discriminator's
-labels. Maps enter and leave through
-CosmoGAN's transform s(y) = 2y/(y + 4) − 1 of y = 1 + κ/λ (``trainables.data.readers``).
+labels. Maps enter and leave through CosmoGAN's transform s(y) = 2y/(y + 4) − 1 of y = 1 + κ/λ
+(``trainables.data.readers``).
 
 Judged as the paper judges it, on generated vs validation maps back in κ units
 (``trainables.metrics.gan_quality``): ``val_gan_score`` (one scalar, lower is better, relative to the
