@@ -20,17 +20,22 @@ from mlflow.pyfunc import PythonModel
 MODEL_ARTIFACT = "model"
 
 
+def load_keras_model(path: str | Path) -> Any:
+    """An exported ``model.keras`` loaded with Keras 2 (Horovod's Keras), our own layers registered."""
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    import tf_keras
+
+    import trainables.layers  # noqa: F401  (registers our layers with Keras)
+
+    return tf_keras.models.load_model(str(path), compile=False)
+
+
 class KerasModel(PythonModel):
     """Loads the ``tf_keras`` model with Keras 2 (Horovod's Keras) and predicts on NumPy arrays."""
 
     def load_context(self, context: Any) -> None:
         """Load ``model.keras`` from the model's artifacts."""
-        os.environ["TF_USE_LEGACY_KERAS"] = "1"
-        import tf_keras
-
-        import trainables.layers  # noqa: F401  (registers our layers with Keras)
-
-        self.model = tf_keras.models.load_model(context.artifacts["keras_model"], compile=False)
+        self.model = load_keras_model(context.artifacts["keras_model"])
 
     def predict(self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None) -> np.ndarray:
         """Model output for a batch of inputs.
@@ -46,14 +51,9 @@ def log_exported_model(mlflow_client: Any, run_id: str, export_dir: str | Path) 
     import mlflow.pyfunc
     from mlflow.models import infer_signature
 
-    os.environ["TF_USE_LEGACY_KERAS"] = "1"
-    import tf_keras
-
-    import trainables.layers  # noqa: F401  (registers our layers with Keras)
-
     export_dir = Path(export_dir)
     example = np.load(export_dir / "input_example.npy")
-    keras_model = tf_keras.models.load_model(str(export_dir / "model.keras"), compile=False)
+    keras_model = load_keras_model(export_dir / "model.keras")
     signature = infer_signature(example, keras_model.predict(example, verbose=0))
     meta = json.loads((export_dir / "meta.json").read_text())
     with tempfile.TemporaryDirectory(prefix="hpo-model-") as tmp:

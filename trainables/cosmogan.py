@@ -125,7 +125,7 @@ def train_step(parts: Parts, batch: Mapping[str, Any], wrap_tape: Callable[[Any]
         fake = gen(z, training=True)
         # one batch through the discriminator: separate batches would each be batch-normalised on their own,
         # which hides any shift or scaling of the generated pixel distribution from the discriminator
-        logits = tf.squeeze(disc(tf.concat([real, tf.cast(fake, real.dtype)], 0), training=True), -1)
+        logits = tf.squeeze(disc(tf.concat([real, fake], 0), training=True), -1)
         real_logit, fake_logit = logits[:n], logits[n:]
         d_loss = tf.reduce_mean(bce(labels=real_target, logits=real_logit)) + \
             tf.reduce_mean(bce(labels=fake_target, logits=fake_logit))

@@ -135,7 +135,7 @@ def baseline(file: Path, split: tuple[float, float, float], seed: int, max_event
 
     from trainables.cosmoflow import TARGETS
     from trainables.data.checks import check_file
-    from trainables.data.readers import event_splits, reader_for
+    from trainables.data.readers import event_groups, event_splits, reader_for
     from trainables.data.spec import DataConfig
     from trainables.errors import HpoError
     from trainables.metrics import cube_summaries, regression_errors, ridge_predict
@@ -156,7 +156,7 @@ def baseline(file: Path, split: tuple[float, float, float], seed: int, max_event
         task = progress.add_task("power spectra of the cubes", total=int(train.size + val.size))
         for name, indices in (("train", train), ("val", val)):
             rows, ys = [], []
-            for group in np.array_split(indices, -(-indices.size // reader.group_events)):  # the readers' read size
+            for group in event_groups(indices, reader.group_events):
                 x, y = reader.read(f, group, {})
                 rows.append(cube_summaries(x))
                 ys.append(y)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -63,14 +62,11 @@ def test_workload_contract_two_ranks(name: str, request: pytest.FixtureRequest, 
     assert chief["again"]["train_loss"] == pytest.approx(history[1]["train_loss"], rel=1e-4)
     assert chief["again_digest"] == pytest.approx(chief["final"]["digest"], rel=1e-5)
     assert chief["restored_digest"] != pytest.approx(chief["again_digest"], rel=1e-9)
-    # the exported model loads with our registered layers only (what tracking.models does) and predicts
+    # the exported model loads with our registered layers only (tracking.models' loader) and predicts
     model_dir = Path(chief["final"]["model_dir"])
-    os.environ["TF_USE_LEGACY_KERAS"] = "1"
-    import tf_keras
+    from tracking.models import load_keras_model
 
-    import trainables.layers  # noqa: F401
-
-    model = tf_keras.models.load_model(str(model_dir / "model.keras"), compile=False)
+    model = load_keras_model(model_dir / "model.keras")
     example = np.load(model_dir / "input_example.npy")
     prediction = model.predict(example, verbose=0)
     assert prediction.shape[0] == example.shape[0] and np.isfinite(prediction).all()

@@ -83,7 +83,8 @@ def split_indices(n: int, split: Sequence[float], seed: int) -> dict[str, np.nda
     return {k: np.sort(v) for k, v in parts.items()}
 
 
-def _groups(indices: np.ndarray, size: int = GROUP_EVENTS) -> list[np.ndarray]:
+def event_groups(indices: np.ndarray, size: int = GROUP_EVENTS) -> list[np.ndarray]:
+    """``indices`` in consecutive chunks of ``size`` (for reads: ``reader.group_events`` events at a time)."""
     return [indices[i:i + size] for i in range(0, indices.size, size)]
 
 
@@ -176,7 +177,7 @@ class CaloReader(KindReader):
     def prepare(self, train: np.ndarray) -> dict[str, Any]:
         maxima = np.zeros(len(self.keys))
         with h5py.File(self.path, "r") as f:
-            for group in _groups(train, self.group_events):
+            for group in event_groups(train, self.group_events):
                 for c, key in enumerate(self.keys):
                     maxima[c] = max(maxima[c], float(_slab(f["all_events"][key], group).max()))
             mean_weight = float(f["all_events/weight"][: int(train.max()) + 1][train].mean()) if train.size else 1.0
@@ -280,7 +281,7 @@ class LensingReader(KindReader):
             return {"shift": self.shift, **pixel}
         low = 0.0
         with h5py.File(self.path, "r") as f:
-            for group in _groups(train, self.group_events):
+            for group in event_groups(train, self.group_events):
                 low = min(low, float(_slab(f[self.key], group).min()))
         return {"shift": max(-low * 1.05, 1e-3), **pixel}
 
@@ -340,7 +341,7 @@ class _Stream:
         self.seed, self.shuffle, self.epoch = seed, shuffle, epoch
 
     def __call__(self) -> Iterator[tuple[np.ndarray, ...]]:
-        groups = _groups(self.indices, self.reader.group_events)
+        groups = event_groups(self.indices, self.reader.group_events)
         if self.shuffle:
             order = np.random.default_rng([self.seed, self.epoch]).permutation(len(groups))
             groups = [groups[i] for i in order]
@@ -389,7 +390,7 @@ def _make_datasets(cfg: DataConfig, kind: str, *, batch_size: int, seed: int, ra
         )
     # disjoint equal shards: blocks of consecutive training events in a seeded random order, cut into `size`
     # equal parts; every rank draws from the whole file, and its reads stay contiguous within a block
-    blocks = _groups(np.sort(train), SHARD_BLOCK)
+    blocks = event_groups(np.sort(train), SHARD_BLOCK)
     order = np.random.default_rng([seed, 104729]).permutation(len(blocks))
     dealt = np.concatenate([blocks[i] for i in order])[: per_rank * size]
     shard = np.sort(dealt[rank * per_rank:(rank + 1) * per_rank])
@@ -455,7 +456,7 @@ def load_arrays(cfg: DataConfig, kind: str, split: str, *, seed: int, keys: Sequ
             prefix = "all_events/" if kind == "calo" else ""
             raise DataError(cfg.path, f"no dataset {missing[0]}", key=f"{prefix}{missing[0]}")
         out: dict[str, list[np.ndarray]] = {k: [] for k in keys}
-        for group in _groups(indices, reader.group_events):
+        for group in event_groups(indices, reader.group_events):
             for key in keys:
                 out[key].append(_slab(root[key], group))
     return {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in out.items()}

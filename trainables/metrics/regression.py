@@ -82,8 +82,9 @@ def cube_summaries(log_counts: np.ndarray, bins: int = 8) -> np.ndarray:
     for c in range(cubes.shape[-1]):
         field = cubes[..., c] - cubes[..., c].mean(axis=(1, 2, 3), keepdims=True)
         _, power = power_spectrum_3d(field, box_size=float(field.shape[-1]), bins=bins)
-        std = field.reshape(len(field), -1).std(axis=1)
-        skew = (field.reshape(len(field), -1) ** 3).mean(axis=1) / np.maximum(std, 1e-12) ** 3
+        flat = field.reshape(len(field), -1)
+        std = flat.std(axis=1)
+        skew = (flat**3).mean(axis=1) / np.maximum(std, 1e-12) ** 3
         columns += [np.log(np.maximum(power, 1e-30)), std[:, None], skew[:, None]]
     return np.concatenate(columns, axis=1)
 
