@@ -22,6 +22,7 @@ from trainables.metrics import (
     regression_errors,
     ridge_predict,
 )
+from trainables.metrics.spectra import spectrum_binning
 from trainables.plots import (
     plot_image_grid,
     plot_minkowski,
@@ -172,6 +173,21 @@ def test_one_map_gives_the_row_of_the_batch_and_bins_do_not_depend_on_data() -> 
     np.testing.assert_allclose(cl1, cl[1])
     ell_other, _ = power_spectrum_2d(5 * rng.normal(size=(7, 32, 32)) + 3, bins=10)
     np.testing.assert_array_equal(ell, ell_other)
+
+
+@pytest.mark.parametrize(("size", "ndim", "bins"), [(16, 2, None), (15, 2, 6), (8, 3, None)])
+def test_spectrum_binning_matrix_reproduces_the_estimators(size: int, ndim: int, bins: int | None) -> None:
+    fields = np.random.default_rng(size).normal(size=(3,) + (size,) * ndim)
+    matrix = spectrum_binning(size, ndim, bins)
+    assert np.allclose(matrix.sum(axis=0), 1.0) and np.all(matrix >= 0)
+    power = np.abs(np.fft.rfftn(fields, axes=tuple(range(1, ndim + 1)))) ** 2
+    estimator = power_spectrum_2d if ndim == 2 else power_spectrum_3d
+    _, spectra = estimator(fields, 1.0, bins)
+    # pixel size 1: C_ℓ = |FFT|²/S² (2D); box side 1: P(k) = (1/S)⁶|FFT|² (3D)
+    scale = float(size) ** (2 if ndim == 2 else 6)
+    np.testing.assert_allclose(power.reshape(3, -1) @ matrix / scale, spectra, rtol=1e-12)
+    with pytest.raises(ValueError, match="grid side >= 2 and ndim 2 or 3"):
+        spectrum_binning(size, 4)
 
 
 def test_bad_spectrum_arguments_are_errors() -> None:

@@ -87,7 +87,43 @@ def _binned_power(field: np.ndarray, ndim: int, spacing: float,
     batch = field[None] if single else field
     size = batch.shape[-1]
     fundamental = 2 * np.pi / (size * spacing)
+    index, weight, inside, counts, kept, centres = _mode_bins(size, ndim, bins, fundamental)
+    n_bins = counts.size
 
+    transform = np.fft.rfftn(batch, axes=tuple(range(-ndim, 0)))
+    power = (transform.real**2 + transform.imag**2).reshape(batch.shape[0], -1)[:, inside]
+    n_maps = batch.shape[0]
+    flat_index = (index + n_bins * np.arange(n_maps)[:, None]).ravel()
+    sums = np.bincount(flat_index, weights=(power * weight).ravel(), minlength=n_maps * n_bins)
+    volume = (size * spacing) ** ndim
+    spectra = sums.reshape(n_maps, n_bins)[:, kept] / counts[kept] * spacing ** (2 * ndim) / volume
+    return centres * fundamental, spectra[0] if single else spectra
+
+
+def spectrum_binning(size: int, ndim: int = 2, bins: int | np.ndarray | None = None) -> np.ndarray:
+    """The binning of ``power_spectrum_2d``/``3d`` as a matrix, for spectra computed elsewhere (e.g. in a
+    TensorFlow loss): with P the (N, M) squared moduli of ``rfftn`` over the last ``ndim`` axes, flattened,
+    P @ W is the (N, B) mean over the modes of each non-empty bin, in the estimators' bin order.
+
+    Args:
+        size: grid side S.
+        ndim: 2 for maps, 3 for boxes.
+        bins: as in ``power_spectrum_2d`` with ``pixel_size=1`` (edges in radians per cell).
+
+    Returns:
+        W (M, B), float64, each column summing to 1, with M = S^(ndim−1)·(S//2 + 1).
+    """
+    if size < 2 or ndim not in (2, 3):
+        raise ValueError(f"spectrum_binning needs a grid side >= 2 and ndim 2 or 3, but got size={size}, ndim={ndim}")
+    index, weight, inside, counts, kept, _ = _mode_bins(size, ndim, bins, 2 * np.pi / size)
+    matrix = np.zeros((inside.size, counts.size))
+    matrix[np.flatnonzero(inside), index] = weight
+    return matrix[:, kept] / counts[kept]
+
+
+def _mode_bins(size: int, ndim: int, bins: int | np.ndarray | None, fundamental: float) -> tuple[np.ndarray, ...]:
+    """Each ``rfftn`` mode's bin: (index, weight) of the modes ``inside`` a bin, per-bin mode counts, the
+    non-empty bins (``kept``) and their centres in units of the fundamental."""
     # |k| in units of the fundamental: exact for integer radii, so the default edges 1 and S/2 hold them.
     axes_freq = [np.fft.fftfreq(size, 1.0 / size)] * (ndim - 1) + [np.fft.rfftfreq(size, 1.0 / size)]
     grids = np.meshgrid(*axes_freq, indexing="ij", sparse=True)
@@ -106,16 +142,8 @@ def _binned_power(field: np.ndarray, ndim: int, spacing: float,
     n_bins = edges.size - 1
     counts = np.bincount(index, weights=weight, minlength=n_bins)
     kept = counts > 0
-    centres = np.bincount(index, weights=weight * radius, minlength=n_bins)[kept] / counts[kept] * fundamental
-
-    transform = np.fft.rfftn(batch, axes=tuple(range(-ndim, 0)))
-    power = (transform.real**2 + transform.imag**2).reshape(batch.shape[0], -1)[:, inside]
-    n_maps = batch.shape[0]
-    flat_index = (index + n_bins * np.arange(n_maps)[:, None]).ravel()
-    sums = np.bincount(flat_index, weights=(power * weight).ravel(), minlength=n_maps * n_bins)
-    volume = (size * spacing) ** ndim
-    spectra = sums.reshape(n_maps, n_bins)[:, kept] / counts[kept] * spacing ** (2 * ndim) / volume
-    return centres, spectra[0] if single else spectra
+    centres = np.bincount(index, weights=weight * radius, minlength=n_bins)[kept] / counts[kept]
+    return index, weight, inside, counts, kept, centres
 
 
 def _edges(bins: int | np.ndarray | None, size: int, fundamental: float) -> np.ndarray:
