@@ -84,6 +84,12 @@ def build(params: Mapping[str, Any], input_shape: tuple[int, ...]) -> Parts:
     size = int(input_shape[0])
     if size % 16 or size < 16:
         raise HpoError(f"cosmogan needs maps whose side is a multiple of 16 (4 upsamplings of 2), but got {size}")
+    periodic = params["periodic"]
+    if not isinstance(periodic, bool):
+        raise HpoError(f"cosmogan parameter periodic must be true or false, but got {periodic!r}")
+    if not float(params["spectrum_weight"]) >= 0:
+        raise HpoError(f"cosmogan parameter spectrum_weight must be >= 0 (0 turns the power-spectrum term off), "
+                       f"but got {params['spectrum_weight']!r}")
     f, k, latent = int(params["gen_filters"]), int(params["kernel_size"]), int(params["latent_dim"])
     base = size // 16
     z = keras.Input(shape=(latent,), name="z")
@@ -91,12 +97,6 @@ def build(params: Mapping[str, Any], input_shape: tuple[int, ...]) -> Parts:
     x = keras.layers.BatchNormalization(momentum=0.9)(x)
     x = keras.layers.ReLU()(x)
     x = keras.layers.Reshape((base, base, 8 * f))(x)
-    periodic = params["periodic"]
-    if not isinstance(periodic, bool):
-        raise HpoError(f"cosmogan parameter periodic must be true or false, but got {periodic!r}")
-    if not float(params["spectrum_weight"]) >= 0:
-        raise HpoError(f"cosmogan parameter spectrum_weight must be >= 0 (0 turns the power-spectrum term off), "
-                       f"but got {params['spectrum_weight']!r}")
     up = periodic_conv2d_transpose if periodic else _same(keras.layers.Conv2DTranspose)
     down = periodic_conv2d if periodic else _same(keras.layers.Conv2D)
     for filters in (4 * f, 2 * f, f):

@@ -154,11 +154,16 @@ def _take(x: tf.Tensor, axis: int, part: slice) -> tf.Tensor:
     return x[tuple(index)]
 
 
+def _same_margins(kernel_size: int, strides: int) -> _Pair:
+    """The (before, after) padding "same" gives a convolution, for input sizes divisible by the stride."""
+    total = max(kernel_size - strides, 0)
+    return total // 2, total - total // 2
+
+
 def periodic_conv2d(x: Any, filters: int, kernel_size: int, strides: int = 1, **conv_kwargs: Any) -> Any:
     """Conv2D with ``padding="same"``'s output size and alignment, but padded periodically instead of with 0."""
-    total = max(kernel_size - strides, 0)  # for input sizes divisible by the stride, as "same" computes it
-    before = total // 2
-    y = PeriodicPadding2D(((before, total - before), (before, total - before)))(x)
+    margins = _same_margins(kernel_size, strides)
+    y = PeriodicPadding2D((margins, margins))(x)
     return keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="valid", **conv_kwargs)(y)
 
 
@@ -169,9 +174,7 @@ def periodic_conv2d_transpose(x: Any, filters: int, kernel_size: int, strides: i
     It is the adjoint of ``periodic_conv2d``: a "valid" transposed convolution (the adjoint of a "valid"
     convolution), then ``PeriodicFold2D`` (the adjoint of ``PeriodicPadding2D``).
     """
-    total = max(kernel_size - strides, 0)  # "same"'s padding of the forward convolution
-    before = total // 2
     y = keras.layers.Conv2DTranspose(filters, kernel_size, strides=strides, padding="valid", **conv_kwargs)(x)
-    # Keras's "valid" gives s·H + max(k − s, 0) outputs: s·H and the ``total`` that "same" would crop away
-    margins = (before, total - before)
+    # Keras's "valid" gives s·H + max(k − s, 0) outputs: s·H and the margins that "same" would crop away
+    margins = _same_margins(kernel_size, strides)
     return PeriodicFold2D((margins, margins))(y)
