@@ -72,6 +72,7 @@ class Trial:
 
     def __init__(self, spec: TrialSpec) -> None:
         import tensorflow as tf
+        import tf_keras as keras
 
         from trainables.data.checks import check_for_training
         from trainables.data.readers import make_datasets
@@ -84,7 +85,9 @@ class Trial:
         batch_size = int(self.params["batch_size"])
         check_for_training(spec.data, self.workload.DATA_KIND, batch_size, self.size)
         tf.keras.backend.clear_session()
-        tf.random.set_seed(spec.seed)
+        # Python's, NumPy's and TensorFlow's generators: Keras draws unseeded initialisers' seeds from Python's
+        # random module, so tf.random.set_seed alone leaves the initial weights different in every process
+        keras.utils.set_random_seed(spec.seed)
         # the checkpointed RNG (GAN noise, label flips): seeded per trial and the same on every rank, since rank 0's
         # checkpoint restores every rank; workloads derive per-rank draws from it (cosmogan.train_step)
         tf.random.set_global_generator(tf.random.Generator.from_seed(spec.seed * 7919 + 17))
