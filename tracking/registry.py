@@ -110,12 +110,16 @@ def promote(uri: str, experiment: str, campaign: str, model_name: str, *, alias:
     if not candidates:
         raise HpoError(f"campaign '{campaign}' has no finished trial with a logged model to promote")
     best = candidates[0]
+    # trials ranked above it ended without a model (stopped early or failed in finalize)
+    above = [r.trial_id for r in ranked[:ranked.index(best)]]
+    which = f"the best trial with a model, {best.trial_id}," if above else f"the best trial {best.trial_id}"
     for metric, compare, threshold in checks:
         value = best.metrics.get(metric)
         if value is None or not compare(value, threshold):
             raise HpoError(
-                f"not promoted: the best trial {best.trial_id} has {metric}={value}, which fails the requirement "
+                f"not promoted: {which} has {metric}={value}, which fails the requirement "
                 f"{metric} {_symbol(compare)} {threshold:g}"
+                + (f" (better trials without a model: {', '.join(above)})" if above else "")
             )
     c = client(uri)
     try:
