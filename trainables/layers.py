@@ -8,7 +8,8 @@ convolutional features learns how the fluctuations' amplitude and asymmetry grow
 channel to the next, which is where Ω_m shows in the cosmo3d cubes (docs/workloads.md).
 
 ``PeriodicPadding2D`` and its adjoint ``PeriodicFold2D``, with ``periodic_conv2d`` and
-``periodic_conv2d_transpose`` built on them: 2D convolutions on a torus (cosmogan's ``periodic: true``).
+``periodic_conv2d_transpose`` built on them: 2D convolutions on a torus (cosmogan's ``periodic: true``);
+``BiasAdd``, a per-channel bias, adds the transposed one's bias after its fold.
 Flat-sky convergence maps drawn as Fourier series are periodic; with zero ("same") padding a generator
 cannot make its maps wrap around and a discriminator never sees the seam, and the seam's jump leaks power
 into the axis-aligned modes of the power spectrum (docs/workloads.md, ``cosmogan``).
@@ -136,6 +137,28 @@ class PeriodicFold2D(_Margins2D):
         return x
 
 
+@keras.saving.register_keras_serializable(package="hpo")
+class BiasAdd(keras.layers.Layer):
+    """A learned per-channel bias, what a convolution's ``use_bias`` adds, for where it must come later."""
+
+    def __init__(self, bias_initializer: Any = "zeros", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+
+    def build(self, input_shape: Any) -> None:
+        """One bias per channel (the last axis)."""
+        self.bias = self.add_weight(name="bias", shape=(int(input_shape[-1]),), initializer=self.bias_initializer)
+        super().build(input_shape)
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        """inputs + bias, broadcast over every position."""
+        return tf.nn.bias_add(inputs, self.bias)
+
+    def get_config(self) -> dict[str, Any]:
+        """Serialisable with the model."""
+        return {**super().get_config(), "bias_initializer": keras.initializers.serialize(self.bias_initializer)}
+
+
 def _pairs(value: Any, what: str) -> tuple[_Pair, _Pair]:
     """((top, bottom), (left, right)) of non-negative integers, or a ValueError naming ``what``."""
     try:
@@ -174,7 +197,12 @@ def periodic_conv2d_transpose(x: Any, filters: int, kernel_size: int, strides: i
     It is the adjoint of ``periodic_conv2d``: a "valid" transposed convolution (the adjoint of a "valid"
     convolution), then ``PeriodicFold2D`` (the adjoint of ``PeriodicPadding2D``).
     """
-    y = keras.layers.Conv2DTranspose(filters, kernel_size, strides=strides, padding="valid", **conv_kwargs)(x)
+    use_bias = conv_kwargs.pop("use_bias", True)
+    bias_initializer = conv_kwargs.pop("bias_initializer", "zeros")
+    y = keras.layers.Conv2DTranspose(filters, kernel_size, strides=strides, padding="valid", use_bias=False,
+                                     **conv_kwargs)(x)
     # Keras's "valid" gives s·H + max(k − s, 0) outputs: s·H and the margins that "same" would crop away
     margins = _same_margins(kernel_size, strides)
-    return PeriodicFold2D((margins, margins))(y)
+    y = PeriodicFold2D((margins, margins))(y)
+    # the bias after the fold: before it, the folded margins would carry it twice
+    return BiasAdd(bias_initializer)(y) if use_bias else y

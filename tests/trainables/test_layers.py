@@ -77,10 +77,13 @@ def test_periodic_convolutions_equal_same_convolutions_of_the_tiled_map(kernel: 
             dynamic = not static and layer is keras.layers.Conv2D
             inputs = keras.Input((None, None, 3) if dynamic else (side, side, 3))
             model = keras.Model(inputs, build(inputs, 2, kernel, strides=strides))
-            conv = next(item for item in model.layers if isinstance(item, layer))
+            # kernel and bias (the transposed one's bias is a layer of its own, after the fold), the bias not 0
+            taps, bias = (w.numpy() for w in model.trainable_weights)
+            bias = rng.standard_normal(bias.shape).astype(np.float32)
+            model.set_weights([taps, bias])
             reference = layer(2, kernel, strides=strides, padding="same")
             reference.build((None, 3 * side, 3 * side, 3))
-            reference.set_weights(conv.get_weights())
+            reference.set_weights([taps, bias])
             got = model(maps).numpy()
             out = got.shape[1]
             assert out == (side * strides if layer is keras.layers.Conv2DTranspose else side // strides)
@@ -127,3 +130,19 @@ def test_periodic_fold_is_the_adjoint_of_periodic_padding(tmp_path: Path) -> Non
     np.testing.assert_allclose(loaded(y).numpy(), folded)
     with pytest.raises(ValueError, match=r"cannot fold margins \(3, 3\) onto 2 cells"):
         PeriodicFold2D(((3, 3), (0, 0)))(np.zeros((1, 8, 8, 1), np.float32))
+
+
+def test_periodic_transposed_convolution_with_its_bias_saves_and_loads(tmp_path: Path) -> None:
+    import tf_keras as keras
+
+    from trainables.layers import BiasAdd, periodic_conv2d_transpose
+
+    inputs = keras.Input((4, 4, 3))
+    model = keras.Model(inputs, periodic_conv2d_transpose(inputs, 2, 5, strides=2,
+                                                          bias_initializer=keras.initializers.Constant(-0.7)))
+    bias = next(layer for layer in model.layers if isinstance(layer, BiasAdd))
+    np.testing.assert_array_equal(bias.get_weights()[0], np.float32([-0.7, -0.7]))
+    x = np.random.default_rng(2).standard_normal((2, 4, 4, 3)).astype(np.float32)
+    model.save(str(tmp_path / "transposed.keras"))
+    loaded = keras.models.load_model(str(tmp_path / "transposed.keras"), compile=False)
+    np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), rtol=1e-6)
