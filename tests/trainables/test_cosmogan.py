@@ -1,4 +1,5 @@
-"""cosmogan's pieces outside the contract test: the power-spectrum term of the generator's loss."""
+"""cosmogan's pieces outside the contract test: the generator's extra loss terms, its upsampling, its start,
+its batch-norm statistics and its periodic padding."""
 
 from __future__ import annotations
 
@@ -32,14 +33,80 @@ def test_spectrum_loss_is_the_squared_log_ratio_of_the_kappa_spectra_of_the_batc
     assert float(_spectrum_loss(real, real, binning)) == 0.0
 
 
-def test_bad_periodic_or_spectrum_weight_is_a_clear_error() -> None:
+def test_histogram_loss_is_the_squared_wasserstein_distance_of_the_pixels_over_their_variance() -> None:
+    from trainables.cosmogan import _histogram_loss
+
+    rng = np.random.default_rng(0)
+    real = np.tanh(rng.normal(-0.6, 0.2, size=(4, 16, 16, 1))).astype(np.float32)
+    fake = np.tanh(rng.normal(-0.5, 0.3, size=(4, 16, 16, 1))).astype(np.float32)
+    want = np.mean((np.sort(fake.ravel()) - np.sort(real.ravel())) ** 2) / real.var()
+    assert want > 0.1
+    np.testing.assert_allclose(float(_histogram_loss(fake, real)), want, rtol=1e-4)
+    # only the pixel distribution counts: shuffled pixels and reordered maps match exactly
+    shuffled = rng.permutation(real.ravel()).reshape(real.shape)
+    assert float(_histogram_loss(shuffled, real)) == 0.0
+
+
+@pytest.mark.parametrize(("param", "value", "message"), [
+    ("periodic", "no", "periodic must be true or false, but got 'no'"),
+    ("spectrum_weight", -1, r"spectrum_weight must be >= 0 .* but got -1"),
+    ("histogram_weight", -0.5, r"histogram_weight must be >= 0 .* but got -0.5"),
+    ("upsampling", "bilinear", "upsampling must be 'transpose' or 'resize', but got 'bilinear'"),
+])
+def test_bad_parameters_are_clear_errors(param: str, value: Any, message: str) -> None:
     from trainables import cosmogan
     from trainables.errors import HpoError
 
-    with pytest.raises(HpoError, match="periodic must be true or false, but got 'no'"):
-        cosmogan.build({**cosmogan.DEFAULT_PARAMS, "periodic": "no"}, (16, 16, 1))
-    with pytest.raises(HpoError, match=r"spectrum_weight must be >= 0 .* but got -1"):
-        cosmogan.build({**cosmogan.DEFAULT_PARAMS, "spectrum_weight": -1}, (16, 16, 1))
+    with pytest.raises(HpoError, match=message):
+        cosmogan.build({**cosmogan.DEFAULT_PARAMS, param: value}, (16, 16, 1))
+
+
+@pytest.mark.parametrize("upsampling", ["transpose", "resize"])
+def test_untrained_generator_draws_blank_maps_and_resize_has_no_transposed_convolution(upsampling: str) -> None:
+    """The generator starts near κ = 0 (where the real maps' pixels sit), not at tanh(0) = 0, i.e. κ = 3λ."""
+    import tf_keras as keras
+
+    from trainables import cosmogan
+    from trainables.data.readers import kappa_from_model
+
+    parts = cosmogan.build({**cosmogan.DEFAULT_PARAMS, "upsampling": upsampling, "gen_filters": 4, "latent_dim": 8},
+                           (32, 32, 1))
+    generator = parts.models["generator"]
+    transposed = [layer for layer in generator.layers if isinstance(layer, keras.layers.Conv2DTranspose)]
+    resized = [layer for layer in generator.layers if isinstance(layer, keras.layers.UpSampling2D)]
+    assert (len(transposed), len(resized)) == ((4, 0) if upsampling == "transpose" else (0, 4))
+    s = generator(np.random.default_rng(0).standard_normal((8, 8)).astype(np.float32), training=False).numpy()
+    assert s.shape == (8, 32, 32, 1)
+    kappa_over_lambda = kappa_from_model(s, 1.0)
+    assert abs(float(np.median(kappa_over_lambda))) < 0.5, np.median(kappa_over_lambda)
+
+
+def test_measured_batch_norm_statistics_make_inference_match_training_mode() -> None:
+    """After ``_measure_batch_norm`` the generator in inference mode draws what it draws from a large batch's
+    own statistics, whatever its running statistics held before; the momenta are left as they were."""
+    import tf_keras as keras
+
+    from trainables import cosmogan
+
+    parts = cosmogan.build({**cosmogan.DEFAULT_PARAMS, "gen_filters": 4, "latent_dim": 8}, (32, 32, 1))
+    generator = parts.models["generator"]
+    norms = [layer for layer in generator.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in norms:
+        layer.moving_mean.assign(layer.moving_mean + 3.0)
+        layer.moving_variance.assign(layer.moving_variance * 50.0)
+    z = np.random.default_rng(5).standard_normal((2048, 8)).astype(np.float32)
+    own = generator(z, training=True).numpy()
+    before = np.abs(generator(z, training=False).numpy() - own).mean()
+    assert before > 0.05
+    cosmogan._measure_batch_norm(generator, 8, seed=1, batches=32, batch=64)
+    assert np.abs(generator(z, training=False).numpy() - own).mean() < before / 10
+    # the first batch norm (after the dense layer) holds the plain mean of its 32 batches' statistics
+    latents = np.random.default_rng([1, 4343]).standard_normal((32, 64, 8)).astype(np.float32)
+    dense = keras.Model(generator.input, generator.layers[1].output)
+    features = np.stack([dense(batch).numpy() for batch in latents])
+    np.testing.assert_allclose(norms[0].moving_mean.numpy(), features.mean(axis=1).mean(axis=0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(norms[0].moving_variance.numpy(), features.var(axis=1).mean(axis=0), rtol=1e-3, atol=1e-6)
+    assert [layer.momentum for layer in norms] == [0.9] * len(norms)
 
 
 @pytest.mark.parametrize("periodic", [True, False])
