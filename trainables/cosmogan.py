@@ -16,7 +16,7 @@ with its real batch: ``spectrum_weight`` (100) × the mean squared difference of
 (κ/λ units, the ℓ bins of ``power_spectrum_2d``), and ``histogram_weight`` (100) × the squared
 2-Wasserstein distance of their pixel values over the real pixels' variance. CosmoGAN has neither; without
 them (both 0) the generated spectra stay off by tens of per cent to 2× from bin to bin through 18 000 steps
-and the scores swing 2× from epoch to epoch (docs/workloads.md). Adam with its own learning rate per network
+(docs/workloads.md). Adam with its own learning rate per network
 (``gen_learning_rate``, ``disc_learning_rate``, 5e-5 each, a quarter of CosmoGAN's, which scored better in
 our runs) and a shared ``beta1`` (0.5); one-sided ``label_smoothing`` of the real labels and a
 ``label_flip`` probability (0.01) for the discriminator's labels. Maps enter and leave through CosmoGAN's
