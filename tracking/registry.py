@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import operator
 import re
@@ -106,12 +107,11 @@ def promote(uri: str, experiment: str, campaign: str, model_name: str, *, alias:
 
     checks = [parse_requirement(r) for r in requirements]
     ranked, objective = best_trials(uri, experiment, campaign, k=5000, parent_run_id=parent_run_id)
-    candidates = [r for r in ranked if r.has_model]
-    if not candidates:
+    # the trials ranked above the best one with a model ended without one (stopped early or failed in finalize)
+    above = [r.trial_id for r in itertools.takewhile(lambda r: not r.has_model, ranked)]
+    if len(above) == len(ranked):
         raise HpoError(f"campaign '{campaign}' has no finished trial with a logged model to promote")
-    best = candidates[0]
-    # trials ranked above it ended without a model (stopped early or failed in finalize)
-    above = [r.trial_id for r in ranked[:ranked.index(best)]]
+    best = ranked[len(above)]
     which = f"the best trial with a model, {best.trial_id}," if above else f"the best trial {best.trial_id}"
     for metric, compare, threshold in checks:
         value = best.metrics.get(metric)
