@@ -54,6 +54,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "rho": 0.9,
     "beta1": 0.9,
     "warmup_epochs": 0.0,
+    "decay_fraction": 0.0,
 }
 
 

@@ -40,6 +40,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "rho": 0.9,
     "beta1": 0.9,
     "warmup_epochs": 0.2,  # Adam's first steps on the 4096-wide dense layer can kill its ReLUs (loss stuck at ln 2)
+    "decay_fraction": 0.0,
     "channels": 3,
     "transform": "log",
     "weighted_loss": False,

@@ -7,9 +7,9 @@ that lives in each rank's process, driven by the module-level ``worker_*`` funct
 
 Inside: a ``tf.function`` train step over a Horovod-wrapped gradient tape; model and optimizer variables
 broadcast from rank 0 after the first step; the learning rate scaled by the number of ranks with a linear
-warm-up; validation metrics that every rank agrees on; NaN/Inf detection that fails the trial with the
-reason; checkpoints of model, optimizer, epoch and TensorFlow's global RNG; per-epoch wall time and
-throughput under the reserved ``hpo.`` prefix.
+warm-up and an optional linear decay to 0 over the end of the trial; validation metrics that every rank
+agrees on; NaN/Inf detection that fails the trial with the reason; checkpoints of model, optimizer, epoch
+and TensorFlow's global RNG; per-epoch wall time and throughput under the reserved ``hpo.`` prefix.
 """
 
 from __future__ import annotations
@@ -98,9 +98,13 @@ class Trial:
         self.parts = self.workload.build(self.params, self.splits.input_shape)
         self.epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-        warmup_steps = float(self.params.get("warmup_epochs", 0)) * self.splits.steps_per_epoch
         self.base_lrs = {name: float(lr) * self.size for name, lr in self.parts.learning_rates.items()}
-        self.warmup_steps = max(warmup_steps, 0.0)
+        self.warmup_steps = max(float(self.params.get("warmup_epochs", 0)), 0.0) * self.splits.steps_per_epoch
+        decay = self.params.get("decay_fraction", 0.0)
+        if not isinstance(decay, int | float) or isinstance(decay, bool) or not 0 <= decay <= 1:
+            raise HpoError(f"parameter decay_fraction must be a number in [0, 1] (0: no decay), but got {decay!r}")
+        self.total_steps = float(spec.epochs * self.splits.steps_per_epoch)
+        self.decay_steps = float(decay) * self.total_steps
         self.context = self.workload.setup_validation(self.spec, self.params, self.splits) \
             if hasattr(self.workload, "setup_validation") else {}
         self._set_learning_rates()  # scaled by the number of ranks (and ramped) from the very first step
@@ -112,11 +116,19 @@ class Trial:
 
     # --- one epoch -----------------------------------------------------------------------------------
 
+    def _scheduled(self, step: float) -> bool:
+        """Whether the learning rates change from step to step at ``step`` (warm-up or decay)."""
+        return step < self.warmup_steps or step >= self.total_steps - self.decay_steps
+
     def _set_learning_rates(self) -> None:
+        """Base rate × ranks, ramped up linearly over ``warmup_epochs`` and down linearly to 0 over the last
+        ``decay_fraction`` of the trial's steps."""
         step = float(self.global_step.numpy())
-        ramp = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
+        factor = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
+        if self.decay_steps:
+            factor *= min(1.0, max(self.total_steps - step, 0.0) / self.decay_steps)
         for name, optimizer in self.parts.optimizers.items():
-            optimizer.learning_rate.assign(self.base_lrs[name] * ramp)
+            optimizer.learning_rate.assign(self.base_lrs[name] * factor)
 
     def _train_step(self, batch: Mapping[str, Any]) -> Any:
         return self.workload.train_step(self.parts, batch, distributed.distributed_tape)
@@ -128,8 +140,9 @@ class Trial:
         train = self.splits.train_for_epoch(self.epoch) if self.splits.train_for_epoch else self.splits.train
         sums: dict[str, float] = {}
         steps = 0
+        first = float(self.global_step.numpy())
         for batch in train:
-            if self.warmup_steps and self.global_step.numpy() < self.warmup_steps:
+            if self._scheduled(first + steps):
                 self._set_learning_rates()
             losses = self._step(batch)
             if not self._broadcast_done:
@@ -141,8 +154,7 @@ class Trial:
             steps += 1
             self.global_step.assign_add(1)
             self._check_finite(losses, steps)
-        if self.warmup_steps and self.global_step.numpy() >= self.warmup_steps:
-            self._set_learning_rates()
+        self._set_learning_rates()  # the next step's, wherever the schedule is
         # keep every rank's model identical: average what gradients do not (batch-norm statistics)
         distributed.average_variables([v for m in self.parts.models.values() for v in m.non_trainable_variables])
         train_time = time.perf_counter() - started

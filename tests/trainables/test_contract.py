@@ -115,6 +115,46 @@ def test_fresh_trials_start_from_the_seeds_weights(name: str, request: pytest.Fi
     assert digest(4) != first
 
 
+def test_learning_rate_warms_up_and_decays_to_zero_over_the_trials_end(calo_file: Path, tmp_path: Path) -> None:
+    """Linear warm-up over ``warmup_epochs``, flat, then linear decay over the last ``decay_fraction`` of the
+    trial's steps; a trial resumed from a checkpoint inside the decay continues it."""
+    params = {**TINY["lhc_cnn"], "learning_rate": 1e-3, "warmup_epochs": 1.0, "decay_fraction": 0.5}
+    spec = TrialSpec(workload="lhc_cnn", params=params, data=DataConfig(path=str(calo_file)), seed=0, epochs=4,
+                     out_dir=str(tmp_path / "run"), threads=2)
+
+    def recorded(trial: Trial, epochs: int) -> list[float]:
+        rates: list[float] = []
+        step, optimizer = trial._step, trial.parts.optimizers["cnn"]
+
+        def spy(batch: Any) -> Any:
+            rates.append(float(optimizer.learning_rate.numpy()))
+            return step(batch)
+        trial._step = spy  # type: ignore[method-assign]
+        for _ in range(epochs):
+            trial.run_epoch()
+            trial.save_checkpoint(str(tmp_path / "run" / f"epoch-{trial.epoch}"))
+        return rates
+
+    trial = Trial(spec)
+    n = trial.splits.steps_per_epoch
+    rates = np.array(recorded(trial, 4)) / 1e-3
+    assert len(rates) == 4 * n and n >= 2
+    np.testing.assert_allclose(rates[:n], np.arange(1, n + 1) / n, rtol=1e-6)  # warm-up: epoch 1
+    np.testing.assert_allclose(rates[n:2 * n], 1.0, rtol=1e-6)  # flat: epoch 2
+    np.testing.assert_allclose(rates[2 * n:], (2 * n - np.arange(2 * n)) / (2 * n), rtol=1e-6)  # down to 1/(2n)
+    resumed = Trial(spec)
+    resumed.restore_checkpoint(str(tmp_path / "run" / "epoch-3"))
+    np.testing.assert_allclose(np.array(recorded(resumed, 1)) / 1e-3, rates[3 * n:], rtol=1e-6)
+
+
+@pytest.mark.parametrize("fraction", ["half", 1.5, -0.1, True])
+def test_bad_decay_fraction_is_named(fraction: Any, calo_file: Path, tmp_path: Path) -> None:
+    spec = TrialSpec(workload="lhc_cnn", params={**TINY["lhc_cnn"], "decay_fraction": fraction},
+                     data=DataConfig(path=str(calo_file)), out_dir=str(tmp_path), threads=1)
+    with pytest.raises(HpoError, match=r"^parameter decay_fraction must be a number in \[0, 1\] \(0: no decay\), but got "):
+        Trial(spec)
+
+
 @pytest.mark.slow
 def test_nan_loss_fails_the_trial_with_the_reason(calo_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # a workload whose loss turns NaN at the third step: divergence itself depends on the seed and the CPU (a huge
