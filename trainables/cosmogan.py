@@ -16,12 +16,14 @@ with its real batch: ``spectrum_weight`` (100) × the mean squared difference of
 (κ/λ units, the ℓ bins of ``power_spectrum_2d``), and ``histogram_weight`` (100) × the squared
 2-Wasserstein distance of their pixel values over the real pixels' variance. CosmoGAN has neither; without
 them (both 0) the generated spectra stay off by tens of per cent to 2× from bin to bin through 18 000 steps
-(docs/workloads.md). Adam with its own learning rate per network
-(``gen_learning_rate``, ``disc_learning_rate``, 5e-5 each, a quarter of CosmoGAN's, which scored better in
-our runs) and a shared ``beta1`` (0.5); one-sided ``label_smoothing`` of the real labels and a
-``label_flip`` probability (0.01) for the discriminator's labels. Maps enter and leave through CosmoGAN's
-transform s(y) = 2y/(y + 4) − 1 of y = 1 + κ/λ (``trainables.data.readers``). Before every validation the
-generator's batch-norm statistics are re-measured at its current weights.
+(docs/workloads.md). Adam with its own learning rate per network (``gen_learning_rate``,
+``disc_learning_rate``, 5e-5 each, a quarter of CosmoGAN's, which scored better in our runs) and a shared
+``beta1`` (0.5); both rates fall linearly to 0 over the last quarter of the trial's steps
+(``decay_fraction`` 0.25, the shared loop's schedule): at a constant rate the spectra swing from epoch to
+epoch. One-sided ``label_smoothing`` of the real labels and a ``label_flip`` probability (0.01) for the
+discriminator's labels. Maps enter and leave through CosmoGAN's transform s(y) = 2y/(y + 4) − 1 of
+y = 1 + κ/λ (``trainables.data.readers``). Before every validation the generator's batch-norm statistics
+are re-measured at its current weights.
 
 Judged as the paper judges it, on generated vs validation maps back in κ units
 (``trainables.metrics.gan_quality``): ``val_gan_score`` (one scalar, lower is better, relative to the
@@ -65,6 +67,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "histogram_weight": 100.0,
     "upsampling": "transpose",
     "warmup_epochs": 0.0,
+    "decay_fraction": 0.25,
     "validation_maps": 256,
 }
 
@@ -91,6 +94,14 @@ def _resized(conv: Callable[..., Any]) -> Callable[..., Any]:
     return apply
 
 
+def _number(params: Mapping[str, Any], name: str) -> float:
+    """``params[name]`` as a float, or an error that names the parameter."""
+    try:
+        return float(params[name])
+    except (TypeError, ValueError):
+        raise HpoError(f"cosmogan parameter {name} must be a number, but got {params[name]!r}") from None
+
+
 def build(params: Mapping[str, Any], input_shape: tuple[int, ...]) -> Parts:
     """Generator, discriminator and their Adam optimizers."""
     import tf_keras as keras
@@ -106,7 +117,7 @@ def build(params: Mapping[str, Any], input_shape: tuple[int, ...]) -> Parts:
     if not isinstance(periodic, bool):
         raise HpoError(f"cosmogan parameter periodic must be true or false, but got {periodic!r}")
     for name, term in (("spectrum_weight", "power-spectrum"), ("histogram_weight", "pixel-histogram")):
-        if not float(params[name]) >= 0:
+        if not _number(params, name) >= 0:
             raise HpoError(f"cosmogan parameter {name} must be >= 0 (0 turns the {term} term off), but got {params[name]!r}")
     if params["upsampling"] not in ("transpose", "resize"):
         raise HpoError(f"cosmogan parameter upsampling must be 'transpose' or 'resize', but got {params['upsampling']!r}")
@@ -153,8 +164,8 @@ def build(params: Mapping[str, Any], input_shape: tuple[int, ...]) -> Parts:
         optimizers={"generator": adam("gen_learning_rate"), "discriminator": adam("disc_learning_rate")},
         learning_rates={"generator": float(params["gen_learning_rate"]), "discriminator": float(params["disc_learning_rate"])},
         extra={"latent_dim": latent, "smoothing": float(params["label_smoothing"]), "flip": float(params["label_flip"]),
-               "validation_maps": int(params["validation_maps"]), "spectrum_weight": float(params["spectrum_weight"]),
-               "histogram_weight": float(params["histogram_weight"]),
+               "validation_maps": int(params["validation_maps"]), "spectrum_weight": _number(params, "spectrum_weight"),
+               "histogram_weight": _number(params, "histogram_weight"),
                "binning": spectrum_binning(size).astype(np.float32)},
     )
 

@@ -51,6 +51,8 @@ def test_histogram_loss_is_the_squared_wasserstein_distance_of_the_pixels_over_t
     ("periodic", "no", "periodic must be true or false, but got 'no'"),
     ("spectrum_weight", -1, r"spectrum_weight must be >= 0 .* but got -1"),
     ("histogram_weight", -0.5, r"histogram_weight must be >= 0 .* but got -0.5"),
+    ("spectrum_weight", "high", "spectrum_weight must be a number, but got 'high'"),
+    ("histogram_weight", None, "histogram_weight must be a number, but got None"),
     ("upsampling", "bilinear", "upsampling must be 'transpose' or 'resize', but got 'bilinear'"),
 ])
 def test_bad_parameters_are_clear_errors(param: str, value: Any, message: str) -> None:
