@@ -120,10 +120,11 @@ class Trial:
         """Whether the learning rates change from step to step at ``step`` (warm-up or decay)."""
         return step < self.warmup_steps or step >= self.total_steps - self.decay_steps
 
-    def _set_learning_rates(self) -> None:
-        """Base rate × ranks, ramped up linearly over ``warmup_epochs`` and down linearly to 0 over the last
-        ``decay_fraction`` of the trial's steps."""
-        step = float(self.global_step.numpy())
+    def _set_learning_rates(self, step: float | None = None) -> None:
+        """Base rate × ranks at ``step`` (default: the global step), ramped up linearly over ``warmup_epochs`` and
+        down linearly to 0 over the last ``decay_fraction`` of the trial's steps."""
+        if step is None:
+            step = float(self.global_step.numpy())
         factor = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
         if self.decay_steps:
             factor *= min(1.0, max(self.total_steps - step, 0.0) / self.decay_steps)
@@ -143,7 +144,7 @@ class Trial:
         first = float(self.global_step.numpy())
         for batch in train:
             if self._scheduled(first + steps):
-                self._set_learning_rates()
+                self._set_learning_rates(first + steps)
             losses = self._step(batch)
             if not self._broadcast_done:
                 # after the first step the optimizer's slots exist; make every rank start identical
