@@ -9,7 +9,9 @@ and Optuna's own plots of the study (history, importances, parallel coordinates,
 from __future__ import annotations
 
 import logging
+import shutil
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from orchestrator.state import CampaignDir, read_json, write_json
+from trainables.errors import HpoError
 
 if TYPE_CHECKING:
     from orchestrator.config import CampaignSpec
@@ -37,21 +40,24 @@ class CampaignTracking:
     uid: str
 
     @classmethod
-    def start(cls, spec: CampaignSpec, cdir: CampaignDir) -> CampaignTracking:
-        """Resolve the tracking URI (starting the embedded server if needed) and open the parent run."""
+    def start(cls, spec: CampaignSpec, cdir: CampaignDir, uri: str) -> CampaignTracking:
+        """Open (or reattach to) the campaign's parent run on the tracking server at ``uri``."""
         from rich.console import Console
 
         from tracking.client import CampaignTracker
-        from tracking.server import resolve_tracking_uri
 
         c = spec.config
-        uri = resolve_tracking_uri(c.tracking.uri)
-        tracker = CampaignTracker(uri, c.experiment, c.name, cdir.state()["uid"])
-        parent = tracker.start_campaign(
-            config_file=cdir.config_file, resolved=spec.raw, search_space=spec.space.to_dict(),
-            objectives=[o.model_dump() for o in c.search.objective], data_files=[c.workload.data.path],
-            description=c.description,
-        )
+        try:
+            tracker = CampaignTracker(uri, c.experiment, c.name, cdir.state()["uid"])
+            parent = tracker.start_campaign(
+                config_file=cdir.config_file, resolved=spec.raw, search_space=spec.space.to_dict(),
+                objectives=[o.model_dump() for o in c.search.objective], data_files=[c.workload.data.path],
+                description=c.description,
+            )
+        except Exception as exc:  # MLflow's errors carry whole response bodies: one line of it is enough
+            first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            raise HpoError(f"cannot open the campaign's run on the MLflow server {uri}: {first[:300]}; check that "
+                           "the server answers and accepts this client (tracking.uri, MLFLOW_TRACKING_*)") from None
         write_json(cdir.tracking_file, {"uri": uri, "experiment": c.experiment, "parent_run_id": parent})
         Console(stderr=True).print(
             f"MLflow: {uri}/#/experiments/{tracker.experiment}/runs/{parent} (experiment '{c.experiment}')"
@@ -121,19 +127,29 @@ def study_plots(spec: CampaignSpec, cdir: CampaignDir) -> list[Path]:
 class TrialTracking:
     """A trial's logging from inside its Ray actor (wraps :class:`tracking.client.TrialLogger`)."""
 
-    def __init__(self, logger: Any, trial_dir: Path) -> None:
+    def __init__(self, logger: Any, trial_dir: Path, stage: Path | None = None) -> None:
         self.logger = logger
-        self.trial_dir = trial_dir
+        self.trial_dir = trial_dir  # the campaign's record of the trial (undelivered operations)
+        self.stage = stage  # the actor's local staging directory of uploads; removed once they are delivered
 
     @classmethod
-    def open(cls, info: dict[str, Any], *, trial_id: str, params: dict[str, Any], context: Any, trial_dir: Path) -> TrialTracking:
+    def open(cls, info: dict[str, Any], *, trial_id: str, params: dict[str, Any], context: Any, trial_dir: Path,
+             stage: Path | None = None) -> TrialTracking:
         """The trial's nested run (created, or reattached for a retried/resumed trial)."""
         from tracking.client import TrialLogger
 
         logger = TrialLogger(info["uri"], info["experiment_id"], info["parent_run_id"], info["campaign"], trial_id, uid=info["uid"],
                              params={**params, "hpo.workers": context.workers, "hpo.cpus_per_worker": context.cpus_per_worker,
                                      "hpo.gpus_per_worker": context.gpus_per_worker, "hpo.workload": context.workload})
-        return cls(logger, trial_dir)
+        return cls(logger, trial_dir, stage)
+
+    def log_placement(self, placement: Sequence[Any]) -> None:
+        """Where the trial's ranks run, as tags: ``hpo.hosts`` (one hostname per rank) and ``hpo.rank.K``
+        (host, address, interface, pid). A retried trial may land elsewhere: the tags then say where it ended."""
+        if placement:
+            tags = {"hpo.hosts": ",".join(p.host for p in placement), "hpo.nodes": str(len({p.node_id for p in placement}))}
+            tags.update({f"hpo.rank.{p.rank}": p.describe() for p in placement})
+            self.logger.set_tags(tags)
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         """The epoch's metrics plus node CPU and memory, as one batch."""
@@ -150,7 +166,11 @@ class TrialTracking:
         if model_dir:
             from tracking.models import log_exported_model
 
-            self.logger._put("model", lambda c, run: log_exported_model(c, run, model_dir))
+            self.logger.enqueue("model", lambda c, run: log_exported_model(c, run, model_dir))
+
+    def log_checkpoint(self, directory: Path, epoch: int) -> None:
+        """The trial's last checkpoint, as artifacts under ``checkpoints/epoch-NNNN``."""
+        self.logger.log_artifacts(directory, f"checkpoints/epoch-{epoch:04d}")
 
     def finish(self, state: str, error: str | None, *, core_seconds: float, gpu_seconds: float) -> None:
         """Resource use and final state, queued; delivery goes on in the background (see :meth:`wait`)."""
@@ -164,6 +184,8 @@ class TrialTracking:
             log.warning("trial %s: %d tracking operations not delivered (%s)", self.logger.trial_id, report.pending,
                         "; ".join(report.errors[-3:]))
             write_json(self.trial_dir / UNDELIVERED, {"pending": report.pending, "errors": report.errors[-10:]})
+        elif self.stage is not None:
+            shutil.rmtree(self.stage, ignore_errors=True)
 
 
 UNDELIVERED = "tracking_undelivered.json"

@@ -9,9 +9,11 @@ model. One :meth:`step` is one epoch, so schedulers (ASHA, HyperBand, median, PB
 Resources: the trial's placement group has an empty head bundle for this (nearly idle) actor and one
 bundle per Horovod rank (``use_current_placement_group=True``).
 
-Checkpoints travel as bytes: rank 0 writes its checkpoint into a local temporary directory and returns
-it as a tar archive; this actor stores it in Tune's checkpoint directory. Restoring sends the archive to
-every rank. That works when the ranks sit on other nodes than this actor and no shared file system exists.
+Nothing crosses nodes by path: the ranks, this actor and the driver may each sit on another node, with no
+shared file system between them. Checkpoints travel as bytes: rank 0 writes its checkpoint into a local
+temporary directory and returns it as a tar archive; this actor stores it in Tune's checkpoint directory.
+Restoring sends the archive to every rank. The final plots and the exported model come back the same way,
+into this actor's own staging directory (on its node), from which they are uploaded to MLflow.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ class TrialContext:
     trials_dir: str
     tracking: dict[str, Any] | None = None  # {"uri", "experiment", "parent_run_id", "spool_dir"}
     metrics: tuple[str, ...] = field(default_factory=tuple)
-    worker_timeout_s: int = 120
+    rendezvous_timeout_s: int = 120  # Gloo's rendezvous and Horovod's start (trial.rendezvous_timeout)
+    nics: tuple[str, ...] = ()  # network interfaces the ranks may use (trial.nics); () each node's Ray address
 
 
 # --- functions executed on every Horovod rank (pickled by value into the workers) ----------------------
@@ -90,10 +93,22 @@ def _rank_restore(blob: bytes) -> int:
         return worker_restore(tmp)
 
 
-def _rank_finalize(out_dir: str) -> dict[str, Any]:
+def _rank_finalize() -> dict[str, Any]:
+    """Final metrics on every rank; rank 0 also returns its plots and exported model as one tar archive,
+    with their paths inside it (``plots``, ``model_dir``)."""
+    from trainables import distributed
     from trainables.loop import worker_finalize
 
-    return worker_finalize(out_dir)
+    with tempfile.TemporaryDirectory(prefix="hpo-final-") as tmp:
+        final = worker_finalize(tmp)
+        if distributed.rank() != 0:
+            return {"metrics": final.get("metrics", {})}
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            tar.add(tmp, arcname=".")
+        return {"metrics": final.get("metrics", {}), "archive": buffer.getvalue(),
+                "plots": [os.path.relpath(p, tmp) for p in final.get("plots", [])],
+                "model_dir": os.path.relpath(final["model_dir"], tmp) if final.get("model_dir") else None}
 
 
 class HorovodTrainable(tune.Trainable):
@@ -115,8 +130,8 @@ class HorovodTrainable(tune.Trainable):
 
         ctx = self.context
         self.params = {**ctx.fixed_params, **config}
-        self.trial_out = Path(ctx.trials_dir) / self.trial_id
-        self.trial_out.mkdir(parents=True, exist_ok=True)
+        # staging for uploads, on this actor's node (the campaign directory may be on another one)
+        self.stage = Path(tempfile.mkdtemp(prefix=f"hpo-{self.trial_id}-"))
         self.epoch = 0
         self.finished_state: str | None = None
         self.trial_started = time.time()
@@ -126,14 +141,16 @@ class HorovodTrainable(tune.Trainable):
         if self.workers is None:
             self.workers = RayWorkers(
                 num_workers=ctx.workers, cpus_per_worker=ctx.cpus_per_worker, gpus_per_worker=ctx.gpus_per_worker,
-                timeout_s=ctx.worker_timeout_s,
+                timeout_s=ctx.rendezvous_timeout_s, nics=ctx.nics,
             )
             self.workers.start()
         spec = TrialSpec(
             workload=ctx.workload, params=self.params, data=ctx.data, seed=ctx.seed, epochs=ctx.epochs,
-            out_dir=str(self.trial_out), threads=ctx.threads,
+            out_dir=str(self.stage), threads=ctx.threads,
         )
         self.tracker = self._open_tracking()
+        if self.tracker is not None:
+            self.tracker.log_placement(self.workers.placement)
         try:
             self.workers.run(_rank_setup, args=[spec])
         except Exception as exc:
@@ -167,7 +184,12 @@ class HorovodTrainable(tune.Trainable):
     def _finish_trial(self) -> dict[str, Any]:
         """All epochs done: final metrics, plots and the exported model, logged to tracking."""
         started = time.time()
-        final = self.workers.run(_rank_finalize, args=[str(self.trial_out / "final")])[0] or {}
+        final = self.workers.run(_rank_finalize)[0]
+        out = self.stage / "final"
+        with tarfile.open(fileobj=io.BytesIO(final.pop("archive")), mode="r") as tar:
+            tar.extractall(out, filter="data")
+        final["plots"] = [str(out / p) for p in final["plots"]]
+        final["model_dir"] = str(out / final["model_dir"]) if final["model_dir"] else None
         if self.tracker is not None:
             self.tracker.log_final(final)
         self.timing["hpo.finalize_s"] = time.time() - started
@@ -237,16 +259,18 @@ class HorovodTrainable(tune.Trainable):
         from orchestrator.tracking_bridge import TrialTracking
 
         return TrialTracking.open(tracking, trial_id=self.trial_id, params=self.params, context=self.context,
-                                  trial_dir=self.trial_out)
+                                  trial_dir=Path(self.context.trials_dir) / self.trial_id, stage=self.stage)
 
     def _close_tracking(self, state: str, error: str | None) -> None:
         if self.tracker is None or self.finished_state is not None:
+            if self.context.tracking is None:
+                shutil.rmtree(self.stage, ignore_errors=True)  # nothing is uploaded from it
             return
         self.finished_state = state
         if state != "FAILED" and self.workers is not None and self.epoch > 0:
             # the trial's last state, saved here: Tune moves its own checkpoint directories into its storage
             # (and rotates them) as soon as they are written, so they cannot be uploaded in the background
-            kept = self.trial_out / "checkpoint"
+            kept = self.stage / "checkpoint"
             shutil.rmtree(kept, ignore_errors=True)
             kept.mkdir(parents=True)
             try:
@@ -254,7 +278,7 @@ class HorovodTrainable(tune.Trainable):
             except Exception as exc:  # workers gone: still close the run, say why the checkpoint is missing
                 print(f"trial {self.trial_id}: no final checkpoint for MLflow: {_describe(exc)}", flush=True)
             else:
-                self.tracker.logger.log_artifacts(kept, f"checkpoints/epoch-{self.epoch:04d}")
+                self.tracker.log_checkpoint(kept, self.epoch)
         self.tracker.finish(state, error, core_seconds=self._core_seconds(),
                             gpu_seconds=self.busy_s * self.context.workers * self.context.gpus_per_worker)
         # the next trial need not wait for this one's uploads (model, plots): they finish in the background

@@ -140,12 +140,12 @@ class TrialLogger:
 
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, epoch) for k, v in metrics.items() if isinstance(v, (int, float))]
-        self._put(f"epoch {epoch}", lambda c, run: c.log_batch(run, metrics=batch))
+        self.enqueue(f"epoch {epoch}", lambda c, run: c.log_batch(run, metrics=batch))
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """More parameters (e.g. PBT's new values)."""
         flat = flatten(dict(params))
-        self._put("params", lambda c, run: log_params(c, run, flat))
+        self.enqueue("params", lambda c, run: log_params(c, run, flat))
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Tags on the trial's run."""
@@ -155,17 +155,17 @@ class TrialLogger:
             for key, value in items.items():
                 c.set_tag(run, key, value)
 
-        self._put("tags", tag)
+        self.enqueue("tags", tag)
 
     def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
         """A directory's files as artifacts (plots, checkpoints, the model)."""
         directory = str(local_dir)
-        self._put(f"artifacts {artifact_path}", lambda c, run: c.log_artifacts(run, directory, artifact_path))
+        self.enqueue(f"artifacts {artifact_path}", lambda c, run: c.log_artifacts(run, directory, artifact_path))
 
     def log_artifact(self, local_file: str | Path, artifact_path: str | None = None) -> None:
         """One file as an artifact."""
         path = str(local_file)
-        self._put(f"artifact {path}", lambda c, run: c.log_artifact(run, path, artifact_path))
+        self.enqueue(f"artifact {path}", lambda c, run: c.log_artifact(run, path, artifact_path))
 
     def finish(self, state: str, error: str | None = None) -> None:
         """Close the run: FINISHED, STOPPED (early, by the scheduler) or FAILED (with the error)."""
@@ -177,7 +177,7 @@ class TrialLogger:
                 c.set_tag(run, "hpo.error", error[:5000])
             c.set_terminated(run, status=status)
 
-        self._put(f"finish {state}", end)
+        self.enqueue(f"finish {state}", end)
 
     def close(self, timeout: float = 60.0) -> DeliveryReport:
         """Wait up to ``timeout`` s for the queue to drain; report what is still undelivered."""
@@ -188,7 +188,8 @@ class TrialLogger:
 
     # --- delivery -----------------------------------------------------------------------------------------
 
-    def _put(self, what: str, op: Callable[[Any, str], None]) -> None:
+    def enqueue(self, what: str, op: Callable[[Any, str], None]) -> None:
+        """Queue ``op(client, run_id)`` (described by ``what`` in delivery errors), in order with the rest."""
         self._queue.put((what, op))
 
     def _ensure_run(self) -> str:

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -260,40 +262,234 @@ def _innermost(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+#: Lines of a dead rank's stderr that say why it died, most telling first (Gloo's C++ exceptions end in
+#: ``what():``; signals and Python's fatal errors name themselves).
+_DEATH_MARKERS = ("what():", "Fatal Python error", "Error:", "error:", "SIGSEGV", "SIGABRT", "SIGBUS", "Aborted",
+                  "Unable to", "Connection", "Killed")
+_STACK_FRAME = re.compile(r"\s/\S+\.so[.\d]*\(")
+
+
+@dataclass(frozen=True)
+class RankPlacement:
+    """Where one rank of a job runs: recorded on the trial's MLflow run and named in its errors."""
+
+    rank: int
+    host: str  # the node's hostname, as the rank sees it
+    address: str  # the node's Ray address: what the other ranks reach it by
+    interface: str | None  # the network interface its Gloo (and NCCL) traffic uses; None: Gloo's default
+    pid: int
+    node_id: str
+    log: str | None = None  # the rank's stderr file on its node (Ray's worker log)
+
+    def describe(self) -> str:
+        """``node2 198.18.0.2 eth0 pid 1234``."""
+        return f"{self.host} {self.address} {self.interface or '-'} pid {self.pid}"
+
+
+def choose_nic(address: str, interfaces: Mapping[str, Sequence[str]], allowed: Sequence[str] = (),
+               spans_nodes: bool = True, host: str = "") -> str | None:
+    """The network interface a rank's Gloo should use (pure: ``interfaces`` maps names to IPv4 addresses).
+
+    - ``allowed`` (``trial.nics``): the first of them that exists on this node; an error when none does.
+    - A job on one node: loopback, as Horovod itself chooses.
+    - A job across nodes: the interface that carries this node's Ray address, which the other nodes reach.
+      Horovod would resolve the hostname instead (loopback or nothing on many clusters) and give every rank
+      the same interface name (which differs between nodes on many clusters); both failed here (STACK.md).
+      ``None`` when no interface carries it (Gloo then falls back to the hostname).
+    """
+    if allowed:
+        for name in allowed:
+            if name in interfaces:
+                return name
+        raise TrialError(
+            f"trial.nics {list(allowed)}: none of these interfaces exists on {host or 'the node'} ({address}), "
+            f"which has {', '.join(sorted(interfaces))}; list one of those, or drop trial.nics to use the interface "
+            "that carries each node's Ray address"
+        )
+    if not spans_nodes:
+        return next((name for name, addrs in interfaces.items() if "127.0.0.1" in addrs), None)
+    return next((name for name, addrs in interfaces.items() if address in addrs), None)
+
+
+def first_error_line(text: str) -> str | None:
+    """The line of a dead process's stderr that says why it died, or ``None``.
+
+    From a C++ exception's line, only its ``what():`` message is kept, without Ray's log prefix before it and
+    the stack trace glued after it.
+    """
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for marker in _DEATH_MARKERS:
+        for line in lines:
+            if marker in line:
+                if marker == "what():":
+                    line = _STACK_FRAME.split(line[line.index(marker):], maxsplit=1)[0].strip()
+                return line[:500]
+    return None
+
+
+def _rank_network(nics: Sequence[str], spans_nodes: bool, timeout_s: int) -> RankPlacement:
+    """On each rank, before Horovod starts: choose its interface, and say where it runs."""
+    import socket
+
+    import psutil
+    import ray
+
+    address = ray.util.get_node_ip_address()
+    interfaces = {name: [a.address for a in addrs if a.family == socket.AF_INET]
+                  for name, addrs in psutil.net_if_addrs().items()}
+    nic = choose_nic(address, interfaces, nics, spans_nodes, host=socket.gethostname())
+    for variable in ("HOROVOD_GLOO_IFACE", "NCCL_SOCKET_IFNAME"):
+        if nic:
+            os.environ[variable] = nic
+        else:
+            os.environ.pop(variable, None)
+    os.environ["HOROVOD_GLOO_TIMEOUT_SECONDS"] = str(int(timeout_s))
+    try:
+        log: str | None = os.readlink("/proc/self/fd/2")
+    except OSError:
+        log = None
+    return RankPlacement(rank=int(os.environ.get("HOROVOD_RANK", 0)), host=socket.gethostname(), address=address,
+                         interface=nic, pid=os.getpid(), node_id=ray.get_runtime_context().get_node_id(),
+                         log=log if log and log.startswith("/") else None)
+
+
+def _node_of(worker: Any) -> str:
+    """The Ray node id of a rank actor (before the network is set up)."""
+    import ray
+
+    return str(ray.get(worker.node_id.remote()))
+
+
+def _tail(path: str, size: int = 64 * 1024) -> str:
+    """The end of a file on this node (a dead rank's stderr)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - size))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
 class RayWorkers:
     """Horovod ranks as Ray actors in the current placement group (``horovod.ray.RayExecutor``).
 
     Used from a Ray Tune trainable: :meth:`start` once, :meth:`run` per epoch or setup, :meth:`shutdown`
     when the actor goes. The ranks are warm processes: a campaign reuses them across trials.
+
+    The ranks may sit on different nodes. Each chooses its own network interface (:func:`choose_nic`) before
+    Horovod starts, and :attr:`placement` says where each runs. When a rank fails, :meth:`run` raises a
+    :class:`TrialError` naming the rank, its host and address, and the first telling line of its error: the
+    Python exception, or for a rank that died (a Gloo abort, a signal) the line of its stderr that says why,
+    fetched from its node, or that its node was lost.
     """
 
-    def __init__(self, num_workers: int, cpus_per_worker: float = 1, gpus_per_worker: float = 0, timeout_s: int = 120) -> None:
+    def __init__(self, num_workers: int, cpus_per_worker: float = 1, gpus_per_worker: float = 0, timeout_s: int = 120,
+                 nics: Sequence[str] = ()) -> None:
         self.num_workers = num_workers
         self.cpus_per_worker = cpus_per_worker
         self.gpus_per_worker = gpus_per_worker
         self.timeout_s = timeout_s
+        self.nics = tuple(nics)
+        self.placement: list[RankPlacement] = []
         self._executor: Any = None
 
     def start(self) -> None:
-        """Start the ranks (Ray actors) and initialise Horovod among them."""
+        """Start the ranks (Ray actors), choose their interfaces; Horovod initialises on the first trial."""
         from horovod.ray import RayExecutor
 
-        settings = RayExecutor.create_settings(timeout_s=self.timeout_s)
+        # nics={"lo"} keeps Horovod from probing interfaces between hosts by hostname (which fails where names
+        # resolve to loopback or not at all); every rank then sets its own interface in _rank_network
+        settings = RayExecutor.create_settings(timeout_s=self.timeout_s, nics={"lo"})
         kwargs: dict[str, Any] = {"num_workers": self.num_workers, "cpus_per_worker": self.cpus_per_worker,
                                   "use_current_placement_group": True}
         if self.gpus_per_worker:
             kwargs.update(use_gpu=True, gpus_per_worker=self.gpus_per_worker)
         self._executor = RayExecutor(settings, **kwargs)
-        self._executor.start()
+        self._executor.start(extra_env_vars={"HOROVOD_GLOO_TIMEOUT_SECONDS": str(int(self.timeout_s))})
+        nodes = {_node_of(worker) for worker in self._workers()}
+        self.placement = self.run(_rank_network, args=[self.nics, len(nodes) > 1, self.timeout_s])
+
+    def _workers(self) -> list[Any]:
+        adapter = getattr(self._executor, "adapter", None)
+        return list(getattr(adapter, "workers", []) or [])
 
     def run(self, fn: Callable[..., Any], args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None) -> list[Any]:
-        """Run ``fn`` on every rank; return the results in rank order."""
+        """Run ``fn`` on every rank; return the results in rank order.
+
+        Raises:
+            TrialError: a rank raised or died; the message names it (see the class docstring).
+        """
+        import ray
+
         if self._executor is None:
             raise HpoError("RayWorkers.run called before start()")
-        return list(self._executor.run(fn, args=list(args or []), kwargs=dict(kwargs or {})))
+        refs = self._executor.run_remote(fn, args=list(args or []), kwargs=dict(kwargs or {}))
+        try:
+            return list(ray.get(refs))
+        except ray.exceptions.RayError as exc:
+            raise TrialError(self._diagnose(refs, exc)) from exc
+
+    def _diagnose(self, refs: Sequence[Any], first: BaseException) -> str:
+        """One line: which rank failed first, where, and why (a death beats the errors it caused in its peers)."""
+        import ray
+
+        died: list[tuple[int, BaseException]] = []
+        raised: list[tuple[int, BaseException]] = []
+        for index, ref in enumerate(refs):
+            ready, _ = ray.wait([ref], timeout=2)
+            if not ready:
+                continue  # still blocked in a collective: a bystander
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayActorError as exc:
+                died.append((index, exc))
+            except ray.exceptions.RayError as exc:
+                raised.append((index, exc))
+        if died:
+            index, death = died[0]
+            return f"{self._where(index)} died: {self._death_reason(index, death)}"
+        if raised:
+            index, error = raised[0]
+            cause = getattr(error, "cause", None)  # a RayTaskError carries the rank's own exception
+            return f"{self._where(index)}: {_innermost(cause if isinstance(cause, BaseException) else error)}"
+        return _innermost(first)
+
+    def _where(self, index: int) -> str:
+        if index < len(self.placement):
+            p = self.placement[index]
+            return f"rank {index} on {p.host} ({p.address})"
+        return f"rank {index}"
+
+    def _death_reason(self, index: int, exc: BaseException) -> str:
+        """The first telling line of the dead rank's stderr, read on its node; or that the node is gone."""
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        if index >= len(self.placement):
+            return _innermost(exc)
+        p = self.placement[index]
+        if not any(n["NodeID"] == p.node_id and n["Alive"] for n in ray.nodes()):
+            return f"its node {p.host} ({p.address}) was lost"
+        if p.log:
+            reader = ray.remote(num_cpus=0, max_retries=0)(_tail).options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(p.node_id, soft=False))
+            try:
+                line = first_error_line(ray.get(reader.remote(p.log), timeout=30))
+            except Exception:  # the node went away while asked
+                line = None
+            if line:
+                return line
+        return _innermost(exc)
 
     def shutdown(self) -> None:
-        """Stop the ranks."""
+        """Stop the ranks, also ranks stuck in a collective with a dead peer (they are killed)."""
+        import ray
+
         if self._executor is not None:
+            workers = self._workers()
             self._executor.shutdown()
+            for worker in workers:
+                with contextlib.suppress(Exception):
+                    ray.kill(worker)
             self._executor = None
+            self.placement = []

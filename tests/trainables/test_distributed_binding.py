@@ -66,3 +66,44 @@ def test_two_real_ranks_filling_the_machine_are_pinned_one_core_each_with_all_th
     assert [r["process"] for r in results] == [[available[0]], [available[1]]]
     for r in results:
         assert set(map(tuple, r["threads"].values())) == {tuple(r["process"])}, r  # Horovod's and TF's threads too
+
+
+# --- which network interface a rank's Gloo uses (pure) ------------------------------------------------------
+
+INTERFACES = {"lo": ["127.0.0.1"], "ens4": ["198.18.0.2"], "ib0": ["10.1.0.2"]}
+
+
+def test_a_job_across_nodes_uses_the_interface_of_the_nodes_ray_address() -> None:
+    from trainables.distributed import choose_nic
+
+    assert choose_nic("198.18.0.2", INTERFACES) == "ens4"
+    assert choose_nic("10.1.0.2", INTERFACES) == "ib0"
+    assert choose_nic("192.0.2.9", INTERFACES) is None  # no interface carries it: Gloo's own default
+
+
+def test_a_job_on_one_node_stays_on_loopback() -> None:
+    from trainables.distributed import choose_nic
+
+    assert choose_nic("198.18.0.2", INTERFACES, spans_nodes=False) == "lo"
+
+
+def test_trial_nics_takes_the_first_present_and_names_the_nodes_interfaces_when_none_is() -> None:
+    from trainables.distributed import choose_nic
+    from trainables.errors import TrialError
+
+    assert choose_nic("198.18.0.2", INTERFACES, allowed=["eth0", "ib0"]) == "ib0"
+    with pytest.raises(TrialError) as info:
+        choose_nic("198.18.0.2", INTERFACES, allowed=["eth0"])
+    assert "trial.nics ['eth0']" in info.value.message and "ens4, ib0, lo" in info.value.message
+
+
+def test_a_dead_ranks_stderr_gives_its_reason_without_log_prefix_or_stack() -> None:
+    from trainables.distributed import first_error_line
+
+    gloo = ("[2026-12-02 02:02:20,177 E 14055 14154] logging.cc:118: Unhandled exception: N4gloo11IoExceptionE. "
+            "what(): [/tmp/gloo/transport/tcp/pair.cc:799] connect [127.0.0.1]:944: Connection refused "
+            "/venv/lib/python3.11/site-packages/ray/_raylet.so(+0x1812b9a) [0x7f064fa12b9a] ray::operator<<()")
+    assert first_error_line(f"noise\n{gloo}\nFatal Python error: Aborted\n") == (
+        "what(): [/tmp/gloo/transport/tcp/pair.cc:799] connect [127.0.0.1]:944: Connection refused")
+    assert first_error_line("a\nFatal Python error: Segmentation fault\n") == "Fatal Python error: Segmentation fault"
+    assert first_error_line("all is well\n") is None
