@@ -113,7 +113,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from orchestrator.runner import init_ray
+    from orchestrator.cluster import connect
     from tracking.server import start_server, stop_group
     from trainables.data.generate import write_calo
 
@@ -122,7 +122,7 @@ def main() -> None:
         data = write_calo(root / "calo.h5", events=800, seed=1, progress=False)
         server = start_server(directory=root / "mlflow")
         try:
-            init_ray(None)
+            connect(None)
             results = {
                 "warm workers (reuse_actors)": campaign_overhead(root, data, server.uri, args.trials, reuse=True),
                 "fresh workers": campaign_overhead(root, data, server.uri, args.trials, reuse=False),

@@ -163,6 +163,25 @@ class TrialSection(_Strict):
     max_failures: int = Field(2, ge=0, description="retries of a failed trial, from its last checkpoint")
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     threads: int | None = Field(None, ge=1, description="TensorFlow intra-op threads per rank (default: cpus_per_worker)")
+    nics: list[str] | None = Field(
+        None, min_length=1,
+        description="network interfaces Horovod may use, first present one per node (default: the one carrying each "
+                    "node's Ray address)",
+    )
+    rendezvous_timeout: float = Field(120, description="Gloo rendezvous timeout: '2m', '90s' or seconds")
+
+    @field_validator("rendezvous_timeout", mode="before")
+    @classmethod
+    def _rendezvous_duration(cls, value: Any) -> Any:
+        return parse_duration(value)
+
+    @field_validator("nics")
+    @classmethod
+    def _interface_names(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or []:
+            if not re.fullmatch(r"[A-Za-z0-9_.:@\-]{1,15}", name):
+                raise ValueError(f"{name!r} is not a network interface name (like eth0, ib0, enp1s0)")
+        return value
 
 
 class TrackingSection(_Strict):
@@ -183,6 +202,11 @@ class CampaignConfig(_Strict):
     trial: TrialSection = Field(default_factory=TrialSection)
     concurrency: int | None = Field(None, ge=1, description="trials at once (default: as many as resources allow)")
     tracking: TrackingSection = Field(default_factory=TrackingSection)
+    storage: str | None = Field(
+        None,
+        description="where Ray Tune keeps experiment state and checkpoints: a path every node mounts, or an "
+                    "object-store URI (s3://, gs://, ...); default CAMPAIGNS_DIR/NAME/tune (one node only)",
+    )
     seed: int = Field(0, ge=0)
 
     @field_validator("name")

@@ -6,6 +6,7 @@ keep failing, and renders a live rich table in a terminal or a notebook.
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -39,6 +40,10 @@ def _finite(value: Any) -> float | None:
     return float(value)
 
 
+#: ``trainables.errors.TrialError: `` before a message: the class says nothing the message does not.
+_EXCEPTION_CLASS = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?(?:TrialError|HpoError|DataError): ")
+
+
 def _error_text(trial: Trial) -> str:
     """Last meaningful line of the trial's error (the exception message, not the traceback)."""
     path = getattr(trial, "error_file", None)
@@ -46,7 +51,7 @@ def _error_text(trial: Trial) -> str:
         lines = [ln.strip() for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
         for line in reversed(lines):
             if not line.startswith(("File ", "^", "~")) and ":" in line:
-                return line[-500:]
+                return _EXCEPTION_CLASS.sub("", line)[-500:]
         if lines:
             return lines[-1][-500:]
     return "failed (no error file)"

@@ -27,9 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from orchestrator.cluster import ClusterInfo, check_fits, check_storage, check_tracking_uri, connect, is_uri
 from orchestrator.config import CampaignSpec, load_campaign
 from orchestrator.progress import LIVE_DISPLAYS, CampaignMonitor, FailureStopper, best_records, render_trials
 from orchestrator.state import CampaignDir
+from orchestrator.tracking_bridge import undelivered_note
 from orchestrator.trainable import HorovodTrainable, TrialContext
 from trainables.errors import HpoError
 
@@ -37,9 +39,6 @@ if TYPE_CHECKING:
     from ray.tune import Tuner
 
 log = logging.getLogger("hpo")
-
-#: Environment every Ray worker of a campaign gets (Keras 2 for Horovod; quiet TensorFlow).
-WORKER_ENV = {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 
 
 @dataclass
@@ -61,52 +60,44 @@ class RunOutcome:
     fit_seconds: float = 0.0  # wall time of the Tune run itself (benchmarks)
 
 
-# --- Ray ---------------------------------------------------------------------------------------------
+# --- before anything starts ----------------------------------------------------------------------------
 
 
-def init_ray(address: str | None) -> None:
-    """Start a local Ray (``address`` None) or connect to a cluster (``auto`` or ``HOST:PORT``)."""
-    import ray
+@dataclass(frozen=True)
+class Prepared:
+    """What the checks before a run found: the cluster, where Tune stores the run, where tracking goes."""
 
-    if ray.is_initialized():
-        return
-    # our live table and one-line messages replace Tune's console output
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        ray.init(
-            address=address, include_dashboard=False, log_to_driver=bool(os.environ.get("HPO_WORKER_LOGS")),
-            logging_level=logging.WARNING, runtime_env={"env_vars": WORKER_ENV},
-        )
-    except ConnectionError as exc:
-        raise HpoError(
-            f"cannot reach the Ray cluster at --address {address} ({exc}); start it with `ray start --head` or "
-            "drop --address to run locally"
-        ) from None
+    cluster: ClusterInfo
+    storage: str  # Tune's storage_path for this campaign (a path or an object-store URI)
+    tracking_uri: str
 
 
-def check_resources(spec: CampaignSpec) -> None:
-    """A trial must fit the cluster, or nothing would ever start."""
-    import ray
+def prepare(spec: CampaignSpec, cdir: CampaignDir, address: str | None) -> Prepared:
+    """Join (or start) Ray and check everything the cluster must offer; raises :class:`HpoError` before
+    anything of the campaign is written (exit 2, nothing started)."""
+    from tracking.server import resolve_tracking_uri
 
-    trial = spec.config.trial
-    have = ray.cluster_resources()
-    need_cpu = trial.workers * trial.cpus_per_worker
-    need_gpu = trial.workers * trial.gpus_per_worker
-    if have.get("CPU", 0) < need_cpu:
-        raise HpoError(
-            f"trial.workers × trial.cpus_per_worker = {trial.workers} × {trial.cpus_per_worker:g} CPUs, but the Ray "
-            f"cluster has {have.get('CPU', 0):g}; lower trial.workers or cpus_per_worker, or add nodes"
-        )
-    if need_gpu and have.get("GPU", 0) < need_gpu:
-        raise HpoError(
-            f"trial.workers × trial.gpus_per_worker = {need_gpu:g} GPUs, but the Ray cluster has "
-            f"{have.get('GPU', 0):g}; set trial.gpus_per_worker=0 or run on GPU nodes"
-        )
+    _preflight(spec)
+    cluster = connect(address)
+    check_fits(spec.config.trial, cluster)
+    storage = tune_storage(spec, cdir)
+    check_storage(spec.config.storage or str(cdir.root.parent), cluster,
+                  field="storage" if spec.config.storage else "storage (default: the campaigns directory)")
+    explicit = spec.config.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if explicit:
+        check_tracking_uri(explicit, cluster)  # before asking it for /health: a loopback URI answers here
+    uri = resolve_tracking_uri(explicit, host=cluster.driver_address if cluster.multi_node else "127.0.0.1")
+    return Prepared(cluster=cluster, storage=storage, tracking_uri=uri)
+
+
+def tune_storage(spec: CampaignSpec, cdir: CampaignDir) -> str:
+    """Tune's storage_path: ``storage/NAME`` where the campaign sets ``storage``, else ``CAMPAIGN/tune``."""
+    storage = spec.config.storage
+    if storage is None:
+        return str(cdir.tune_dir)
+    if is_uri(storage):
+        return f"{storage.rstrip('/')}/{cdir.name}"
+    return str(Path(storage.removeprefix("file://")).absolute() / cdir.name)
 
 
 # --- building the Tune run ---------------------------------------------------------------------------
@@ -121,6 +112,7 @@ def _trainable(spec: CampaignSpec, cdir: CampaignDir, tracking: dict[str, Any] |
         epochs=c.trial.epochs, seed=c.seed, workers=c.trial.workers, cpus_per_worker=c.trial.cpus_per_worker,
         gpus_per_worker=c.trial.gpus_per_worker, threads=c.trial.threads or max(1, int(c.trial.cpus_per_worker)),
         trials_dir=str(cdir.trials_dir), tracking=tracking, metrics=tuple(o.metric for o in c.search.objective),
+        rendezvous_timeout_s=int(c.trial.rendezvous_timeout), nics=tuple(c.trial.nics or ()),
     )
     bundle: dict[str, float] = {"CPU": c.trial.cpus_per_worker}
     if c.trial.gpus_per_worker:
@@ -148,7 +140,7 @@ def _searcher(spec: CampaignSpec, cdir: CampaignDir) -> Any:
     )
 
 
-def _tuner(spec: CampaignSpec, cdir: CampaignDir, run: str, trials: int, tracking: dict[str, Any] | None,
+def _tuner(spec: CampaignSpec, cdir: CampaignDir, storage: str, run: str, trials: int, tracking: dict[str, Any] | None,
            monitor: CampaignMonitor, reuse_actors: bool = True) -> Tuner:
     from ray import tune
 
@@ -161,7 +153,7 @@ def _tuner(spec: CampaignSpec, cdir: CampaignDir, run: str, trials: int, trackin
             max_concurrent_trials=c.concurrency, time_budget_s=c.budget.time,
         ),
         run_config=tune.RunConfig(
-            name=run, storage_path=str(cdir.tune_dir), verbose=0, callbacks=[monitor], stop=FailureStopper(monitor),
+            name=run, storage_path=storage, verbose=0, callbacks=[monitor], stop=FailureStopper(monitor),
             failure_config=tune.FailureConfig(max_failures=c.trial.max_failures),
             checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1, num_to_keep=2),
         ),
@@ -215,12 +207,12 @@ def launch(spec: CampaignSpec, *, campaigns_dir: str | Path | None = None, addre
             f"campaign '{cdir.name}' already exists in {cdir.root} (status {status}); {hint}, or choose another "
             "name (--set name=...) or delete that directory"
         )
-    _preflight(spec)
+    prepared = prepare(spec, cdir, address)
     cdir.root.mkdir(parents=True, exist_ok=True)
     cdir.config_file.write_text(yaml.safe_dump(spec.raw, sort_keys=False))
     cdir.update_state(name=spec.config.name, uid=uuid.uuid4().hex, status="created", created=time.time(),
                       source=str(spec.source), runs=[{"name": "run-0", "trials": spec.config.budget.trials}])
-    return _run(spec, cdir, run="run-0", trials=spec.config.budget.trials, address=address, progress=progress,
+    return _run(spec, cdir, prepared, run="run-0", trials=spec.config.budget.trials, progress=progress,
                 reuse_actors=reuse_actors)
 
 
@@ -231,10 +223,11 @@ def resume(name: str, *, campaigns_dir: str | Path | None = None, address: str |
     state = cdir.state()
     if state.get("status") == "finished":
         raise HpoError(f"campaign '{name}' is finished; `hpo extend {name} --trials K` adds trials")
-    spec = load_campaign(cdir.config_file)
-    _preflight(spec)
+    with cdir.holding():  # before Ray: a second driver of the same campaign, on any host, is refused at once
+        spec = load_campaign(cdir.config_file)
+        prepared = prepare(spec, cdir, address)
     run = state["runs"][-1]
-    return _run(spec, cdir, run=run["name"], trials=run["trials"], address=address, progress=progress, restore=True)
+    return _run(spec, cdir, prepared, run=run["name"], trials=run["trials"], progress=progress, restore=True)
 
 
 def extend(name: str, trials: int, *, campaigns_dir: str | Path | None = None, address: str | None = None,
@@ -248,12 +241,13 @@ def extend(name: str, trials: int, *, campaigns_dir: str | Path | None = None, a
         raise HpoError(
             f"campaign '{name}' is {state.get('status')}, not finished; `hpo resume {name}` first, then extend it"
         )
-    spec = load_campaign(cdir.config_file)
-    _preflight(spec)
+    with cdir.holding():
+        spec = load_campaign(cdir.config_file)
+        prepared = prepare(spec, cdir, address)
     runs = list(state.get("runs", []))
     run = f"run-{len(runs)}"
     cdir.update_state(runs=[*runs, {"name": run, "trials": trials}])
-    return _run(spec, cdir, run=run, trials=trials, address=address, progress=progress)
+    return _run(spec, cdir, prepared, run=run, trials=trials, progress=progress)
 
 
 def _preflight(spec: CampaignSpec) -> None:
@@ -265,11 +259,10 @@ def _preflight(spec: CampaignSpec) -> None:
     check_file(spec.config.workload.data.path, kind)
 
 
-def _run(spec: CampaignSpec, cdir: CampaignDir, *, run: str, trials: int, address: str | None, progress: bool,
+def _run(spec: CampaignSpec, cdir: CampaignDir, prepared: Prepared, *, run: str, trials: int, progress: bool,
          restore: bool = False, reuse_actors: bool = True) -> RunOutcome:
-    from ray import tune
-
-    from orchestrator.tracking_bridge import CampaignTracking, undelivered_note
+    """One Tune run of the campaign, holding the driver lock; the state says how it ended, also on an error."""
+    from orchestrator.tracking_bridge import CampaignTracking
 
     # `hpo stop` sends SIGUSR1. Tune handles it during fit(); before that, our handler notes it (the default
     # action would kill the driver without saving anything).
@@ -277,39 +270,49 @@ def _run(spec: CampaignSpec, cdir: CampaignDir, *, run: str, trials: int, addres
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGUSR1, lambda *_: stop_requested.set())
     cdir.acquire()
-    init_ray(address)
-    check_resources(spec)
-    tracking = CampaignTracking.start(spec, cdir)
-    cdir.update_state(status="running", tracking_uri=tracking.uri if tracking else None)
-    monitor = _monitor(spec, cdir, run, trials)
-    started = time.time()
-    fit_seconds = 0.0
     try:
-        with _live(cdir.name, progress):
-            run_path = cdir.tune_dir / run
-            if restore and tune.Tuner.can_restore(str(run_path)):
-                tuner = tune.Tuner.restore(
-                    str(run_path), trainable=_trainable(spec, cdir, tracking.trial_info() if tracking else None),
-                    resume_unfinished=True, resume_errored=False, restart_errored=False,
-                )
-            else:
-                tuner = _tuner(spec, cdir, run, trials, tracking.trial_info() if tracking else None, monitor, reuse_actors)
-            if not stop_requested.is_set():
-                fit_started = time.time()
-                tuner.fit()
-                fit_seconds = time.time() - fit_started
-    except KeyboardInterrupt:
-        pass
-    except Exception:
-        cdir.update_state(status="crashed")
+        tracking = CampaignTracking.start(spec, cdir, prepared.tracking_uri)
+        cdir.update_state(status="running", tracking_uri=tracking.uri, storage=prepared.storage,
+                          cluster=prepared.cluster.describe())
+        started = time.time()
+        fit_seconds = _fit(spec, cdir, prepared, tracking, run=run, trials=trials, progress=progress, restore=restore,
+                           reuse_actors=reuse_actors, stop_requested=stop_requested)
+    except BaseException:
+        cdir.update_state(status="crashed", driver_pid=None)
+        cdir.release()
         raise
-    outcome = _outcome(spec, cdir, run, trials, started)
-    outcome.fit_seconds = fit_seconds
-    outcome.message += undelivered_note(cdir)
-    cdir.update_state(status=outcome.status, message=outcome.message, driver_pid=None)
-    if tracking is not None:
+    try:
+        outcome = _outcome(spec, cdir, run, trials, started)
+        outcome.fit_seconds = fit_seconds
+        outcome.message += undelivered_note(cdir)
+        cdir.update_state(status=outcome.status, message=outcome.message, driver_pid=None)
         tracking.finish(spec, cdir, outcome)
+    finally:
+        cdir.release()
     return outcome
+
+
+def _fit(spec: CampaignSpec, cdir: CampaignDir, prepared: Prepared, tracking: Any, *, run: str, trials: int,
+         progress: bool, restore: bool, reuse_actors: bool, stop_requested: threading.Event) -> float:
+    """Build (or restore) the Tune run and fit it; returns fit()'s wall time (0 when stopped before it)."""
+    from ray import tune
+
+    monitor = _monitor(spec, cdir, run, trials)
+    with _live(cdir.name, progress):
+        run_path = f"{prepared.storage}/{run}"
+        if restore and tune.Tuner.can_restore(run_path):
+            tuner = tune.Tuner.restore(
+                run_path, trainable=_trainable(spec, cdir, tracking.trial_info()),
+                resume_unfinished=True, resume_errored=False, restart_errored=False,
+            )
+        else:
+            tuner = _tuner(spec, cdir, prepared.storage, run, trials, tracking.trial_info(), monitor, reuse_actors)
+        if stop_requested.is_set():
+            return 0.0
+        fit_started = time.time()
+        with contextlib.suppress(KeyboardInterrupt):
+            tuner.fit()
+        return time.time() - fit_started
 
 
 def _outcome(spec: CampaignSpec, cdir: CampaignDir, run: str, trials: int, started: float) -> RunOutcome:
@@ -319,20 +322,27 @@ def _outcome(spec: CampaignSpec, cdir: CampaignDir, run: str, trials: int, start
     counts: dict[str, int] = {}
     for r in records.values():
         counts[r.get("state", "?")] = counts.get(r.get("state", "?"), 0) + 1
-    done = [r for r in mine if r.get("state") in ("FINISHED", "STOPPED", "FAILED")]
+    done = sorted((r for r in mine if r.get("state") in ("FINISHED", "STOPPED", "FAILED")), key=lambda r: r.get("ended", 0))
+    failed = [r for r in done if r.get("state") == "FAILED"]
     failed_in_row = 0
-    for r in sorted(done, key=lambda r: r.get("ended", 0)):
+    for r in done:
         failed_in_row = failed_in_row + 1 if r.get("state") == "FAILED" else 0
     best = [dict(r) for r in best_records(records, 0, spec.mode, 5)]
     best_text = f"; best {spec.metric} = {best[0]['objectives'][0]:.4g} (trial {best[0]['trial_id']})" if best else ""
     if failed_in_row >= c.budget.max_consecutive_failures:
-        last = next((r.get("error") for r in reversed(sorted(done, key=lambda r: r.get("ended", 0))) if r.get("error")), "?")
+        last = next((r.get("error") for r in reversed(done) if r.get("error")), "?")
         return RunOutcome("failed", f"campaign stopped: {failed_in_row} trials in a row failed; last error: {last}", counts, best)
+    if failed and len(failed) == len(done) and len(done) >= trials:
+        first = next((r.get("error") for r in failed if r.get("error")), "?")
+        return RunOutcome("failed", f"campaign '{c.name}' failed: all {len(failed)} trials failed; first error: {first}",
+                          counts, best)
+    failed_text = f" ({len(failed)} failed)" if failed else ""
     if len(done) >= trials:
-        return RunOutcome("finished", f"campaign '{c.name}' finished: {len(done)} trials{best_text}", counts, best)
+        return RunOutcome("finished", f"campaign '{c.name}' finished: {len(done)} trials{failed_text}{best_text}", counts, best)
     if c.budget.time is not None and time.time() - started >= c.budget.time * 0.98:
         return RunOutcome(
-            "finished", f"campaign '{c.name}' finished (time budget reached): {len(done)} trials{best_text}", counts, best
+            "finished", f"campaign '{c.name}' finished (time budget reached): {len(done)} trials{failed_text}{best_text}",
+            counts, best,
         )
     return RunOutcome(
         "stopped", f"campaign '{c.name}' stopped with {len(done)}/{trials} trials done; `hpo resume {c.name}` continues it",

@@ -10,7 +10,7 @@ Layout (everything a campaign needs to be listed, inspected, stopped, resumed or
     trials/TRIAL/     each trial's output: checkpoints, plots, exported model
     spool/            tracking operations not yet delivered to MLflow
     tracking.json     MLflow URI, experiment and parent run id (read by ``hpo best``/``hpo promote``)
-    driver.log        the driver's log
+    driver.lock       locked (flock) by the live driver, from whichever host it runs on
 
 JSON files are written atomically (temporary file + rename) so that a crash never leaves one half-written.
 The default campaigns directory is ``./campaigns``; ``--campaigns-dir`` or ``HPO_CAMPAIGNS_DIR`` change it.
@@ -18,12 +18,14 @@ The default campaigns directory is ``./campaigns``; ``--campaigns-dir`` or ``HPO
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import socket
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,16 +66,6 @@ def read_json(path: Path, default: Any = None) -> Any:
         return default
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @dataclass(frozen=True)
 class CampaignDir:
     """Paths and state files of one campaign."""
@@ -109,7 +101,7 @@ class CampaignDir:
     trials_dir = property(lambda self: self.root / "trials")
     spool_dir = property(lambda self: self.root / "spool")
     tracking_file = property(lambda self: self.root / "tracking.json")
-    log_file = property(lambda self: self.root / "driver.log")
+    lock_file = property(lambda self: self.root / "driver.lock")
 
     @property
     def study_url(self) -> str:
@@ -137,19 +129,57 @@ class CampaignDir:
         write_json(self.trials_file, trials)
 
     def driver_alive(self) -> bool:
-        """Whether the driver recorded in state.json is still running (on this host)."""
-        state = self.state()
-        pid = state.get("driver_pid")
-        if not pid or state.get("driver_host") != socket.gethostname():
+        """Whether a driver holds this campaign: the lock file is locked, by this or any other process on any
+        host that shares the campaigns directory (flock over NFS and Lustre is taken by the server)."""
+        if self.root in _HELD:
+            return True
+        try:
+            fd = os.open(self.lock_file, os.O_RDWR)
+        except FileNotFoundError:
             return False
-        return _pid_alive(int(pid))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing also drops a lock taken just now
+        return False
 
     def acquire(self) -> None:
-        """Record this process as the campaign's driver; refuse if another live driver holds it."""
-        state = self.state()
-        if state.get("status") in ("running", "stopping") and self.driver_alive() and state.get("driver_pid") != os.getpid():
-            raise HpoError(
-                f"campaign '{self.name}' is already running (driver pid {state['driver_pid']} on "
-                f"{state.get('driver_host')}); watch it with `hpo status {self.name}` or stop it with `hpo stop {self.name}`"
-            )
+        """Become the campaign's driver: lock ``driver.lock`` for the life of this process (or until
+        :meth:`release`) and record pid and host; refuse when another driver holds it."""
+        if self.root not in _HELD:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                state = self.state()
+                raise HpoError(
+                    f"campaign '{self.name}' is already running (driver pid {state.get('driver_pid')} on "
+                    f"{state.get('driver_host')}); watch it with `hpo status {self.name}` or stop it with "
+                    f"`hpo stop {self.name}`"
+                ) from None
+            _HELD[self.root] = fd
         self.update_state(driver_pid=os.getpid(), driver_host=socket.gethostname())
+
+    def release(self) -> None:
+        """Give the driver lock up (the process ending does too)."""
+        fd = _HELD.pop(self.root, None)
+        if fd is not None:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """Hold the driver lock inside the block; release it when the block raises (it is kept otherwise)."""
+        self.acquire()
+        try:
+            yield
+        except BaseException:
+            self.release()
+            raise
+
+
+#: Driver locks this process holds: campaign root -> locked file descriptor.
+_HELD: dict[Path, int] = {}

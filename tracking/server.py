@@ -1,6 +1,7 @@
 """The embedded MLflow tracking server, and where tracking goes.
 
-The embedded default is a real ``mlflow server`` bound to 127.0.0.1 with a SQLite backend store and a
+The embedded default is a real ``mlflow server`` bound to 127.0.0.1 (on a Ray cluster of several nodes: the
+head's cluster address, which every node reaches) with a SQLite backend store and a
 local artifact directory under ``./.hpo/mlflow/`` (``HPO_HOME`` moves it): ``mlflow.db``, ``artifacts/``,
 ``server.log`` and ``server.json`` (pid, port, URI). It runs in its own process group, because killing
 only the ``mlflow server`` parent leaves its uvicorn and job-queue children behind (STACK.md).
@@ -43,6 +44,7 @@ class ServerInfo:
     backend_store_uri: str
     artifacts_destination: str
     log: str
+    host: str = "127.0.0.1"  # the address it listens on
 
 
 def healthy(uri: str, timeout: float = 2.0) -> bool:
@@ -54,10 +56,10 @@ def healthy(uri: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
+def free_port(host: str = "127.0.0.1") -> int:
+    """A free TCP port on ``host``."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
@@ -72,29 +74,34 @@ def recorded(directory: Path | None = None) -> ServerInfo | None:
 
 def start_server(*, port: int | None = None, backend_store_uri: str | None = None,
                  artifacts_destination: str | None = None, directory: Path | None = None,
-                 timeout: float = START_TIMEOUT_S) -> ServerInfo:
-    """Start ``mlflow server`` on 127.0.0.1 in its own process group and wait for ``/health``.
+                 timeout: float = START_TIMEOUT_S, host: str = "127.0.0.1") -> ServerInfo:
+    """Start ``mlflow server`` on ``host`` in its own process group and wait for ``/health``.
 
     Raises:
         HpoError: it did not answer within ``timeout`` (the message names the log file).
     """
     directory = directory or state_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
+    port = port or free_port(host)
     backend = backend_store_uri or f"sqlite:///{directory / 'mlflow.db'}"
     artifacts = artifacts_destination or str(directory / "artifacts")
     log = directory / "server.log"
     mlflow_bin = Path(sys.executable).with_name("mlflow")
-    command = [str(mlflow_bin if mlflow_bin.exists() else "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+    command = [str(mlflow_bin if mlflow_bin.exists() else "mlflow"), "server", "--host", host, "--port", str(port),
                "--backend-store-uri", backend, "--artifacts-destination", artifacts, "--workers", "1"]
+    if host != "127.0.0.1":
+        # MLflow's Host-header check allows loopback and RFC 1918 addresses by default; a cluster address outside
+        # those (a site's public range, the 198.18.0.0/15 test range) must be named, or every request gets 403
+        names = (host, "localhost", "127.0.0.1")
+        command += ["--allowed-hosts", ",".join(f"{n},{n}:{port}" for n in names)]
     with log.open("ab") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
+    uri = f"http://{host}:{port}"
     deadline = time.time() + timeout
     while time.time() < deadline:
         if healthy(uri):
             info = ServerInfo(uri=uri, port=port, pid=process.pid, backend_store_uri=backend,
-                              artifacts_destination=artifacts, log=str(log))
+                              artifacts_destination=artifacts, log=str(log), host=host)
             (directory / "server.json").write_text(json.dumps(info.__dict__, indent=2))
             return info
         if process.poll() is not None:
@@ -124,14 +131,25 @@ def stop_group(pid: int, timeout: float = 15.0) -> None:
             time.sleep(0.2)
 
 
-def ensure_server(directory: Path | None = None) -> ServerInfo:
-    """The embedded server: the recorded one when healthy, else a new one (the record is replaced)."""
+def ensure_server(directory: Path | None = None, host: str = "127.0.0.1") -> ServerInfo:
+    """The embedded server: the recorded one when healthy, else a new one on ``host`` (the record is replaced).
+
+    Raises:
+        HpoError: the recorded server is healthy but listens only on loopback, where ``host`` is another
+            address (trials on other nodes could not reach it).
+    """
     info = recorded(directory)
     if info is not None and healthy(info.uri):
-        return info
+        if info.host == host or host == "127.0.0.1":
+            return info
+        raise HpoError(
+            f"the embedded MLflow server {info.uri} listens on {info.host} only, which the other nodes of the Ray "
+            f"cluster cannot reach; stop it (`hpo server --stop`) so that the launch starts it on {host}, or set "
+            "tracking.uri to a server every node reaches"
+        )
     if info is not None:
         stop_group(info.pid)  # a stale record: whatever is left of it goes
-    return start_server(directory=directory)
+    return start_server(directory=directory, host=host)
 
 
 def stop_server(directory: Path | None = None) -> str:
@@ -144,8 +162,9 @@ def stop_server(directory: Path | None = None) -> str:
     return f"stopped the MLflow server at {info.uri} (pid {info.pid})"
 
 
-def resolve_tracking_uri(explicit: str | None = None, *, start_embedded: bool = True) -> str:
-    """Where to track: ``explicit`` > ``$MLFLOW_TRACKING_URI`` > the embedded server (started if needed)."""
+def resolve_tracking_uri(explicit: str | None = None, *, start_embedded: bool = True, host: str = "127.0.0.1") -> str:
+    """Where to track: ``explicit`` > ``$MLFLOW_TRACKING_URI`` > the embedded server (started if needed, on
+    ``host``)."""
     uri = explicit or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         if uri.startswith("http") and not healthy(uri, timeout=5):
@@ -157,4 +176,4 @@ def resolve_tracking_uri(explicit: str | None = None, *, start_embedded: bool = 
         if info is None or not healthy(info.uri):
             raise HpoError("no tracking server: pass --tracking-uri, set MLFLOW_TRACKING_URI, or start one with `hpo server --detach`")
         return info.uri
-    return ensure_server().uri
+    return ensure_server(host=host).uri
