@@ -205,7 +205,8 @@ class CampaignConfig(_Strict):
     storage: str | None = Field(
         None,
         description="where Ray Tune keeps experiment state and checkpoints: a path every node mounts, or an "
-                    "object-store URI (s3://, gs://, ...); default CAMPAIGNS_DIR/NAME/tune (one node only)",
+                    "object-store URI (s3://, gs://, ...); default CAMPAIGNS_DIR/NAME/tune, which on several nodes must "
+                    "itself be on a shared file system",
     )
     seed: int = Field(0, ge=0)
 

@@ -353,13 +353,6 @@ def _rank_network(nics: Sequence[str], spans_nodes: bool, timeout_s: int) -> Ran
                          log=log if log and log.startswith("/") else None)
 
 
-def _node_of(worker: Any) -> str:
-    """The Ray node id of a rank actor (before the network is set up)."""
-    import ray
-
-    return str(ray.get(worker.node_id.remote()))
-
-
 def _tail(path: str, size: int = 64 * 1024) -> str:
     """The end of a file on this node (a dead rank's stderr)."""
     try:
@@ -395,6 +388,7 @@ class RayWorkers:
 
     def start(self) -> None:
         """Start the ranks (Ray actors), choose their interfaces; Horovod initialises on the first trial."""
+        import ray
         from horovod.ray import RayExecutor
 
         # nics={"lo"} keeps Horovod from probing interfaces between hosts by hostname (which fails where names
@@ -406,7 +400,7 @@ class RayWorkers:
             kwargs.update(use_gpu=True, gpus_per_worker=self.gpus_per_worker)
         self._executor = RayExecutor(settings, **kwargs)
         self._executor.start(extra_env_vars={"HOROVOD_GLOO_TIMEOUT_SECONDS": str(int(self.timeout_s))})
-        nodes = {_node_of(worker) for worker in self._workers()}
+        nodes = set(ray.get([worker.node_id.remote() for worker in self._workers()]))
         self.placement = self.run(_rank_network, args=[self.nics, len(nodes) > 1, self.timeout_s])
 
     def _workers(self) -> list[Any]:
