@@ -59,8 +59,10 @@ class CampaignTracking:
             raise HpoError(f"cannot open the campaign's run on the MLflow server {uri}: {first[:300]}; check that "
                            "the server answers and accepts this client (tracking.uri, MLFLOW_TRACKING_*)") from None
         write_json(cdir.tracking_file, {"uri": uri, "experiment": c.experiment, "parent_run_id": parent})
+        from tracking.credentials import redact
+
         Console(stderr=True).print(
-            f"MLflow: {uri}/#/experiments/{tracker.experiment}/runs/{parent} (experiment '{c.experiment}')"
+            f"MLflow: {redact(uri)}/#/experiments/{tracker.experiment}/runs/{parent} (experiment '{c.experiment}')"
         )
         return cls(uri=uri, experiment=c.experiment, experiment_id=tracker.experiment, parent_run_id=parent, campaign=c.name,
                    uid=tracker.uid)

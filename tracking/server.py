@@ -3,8 +3,13 @@
 The embedded default is a real ``mlflow server`` bound to 127.0.0.1 (on a Ray cluster of several nodes: the
 head's cluster address, which every node reaches) with a SQLite backend store and a
 local artifact directory under ``./.hpo/mlflow/`` (``HPO_HOME`` moves it): ``mlflow.db``, ``artifacts/``,
-``server.log`` and ``server.json`` (pid, port, URI). It runs in its own process group, because killing
-only the ``mlflow server`` parent leaves its uvicorn and job-queue children behind (STACK.md).
+``server.log`` and ``server.json`` (pid, start time and command line, port, URI). It runs in its own process
+group, because killing only the ``mlflow server`` parent leaves its uvicorn and job-queue children behind
+(STACK.md); that group is signalled only while its leader is still the recorded process (:mod:`tracking.procs`).
+
+Store and artifact URIs reach ``mlflow server`` through its environment (``MLFLOW_BACKEND_STORE_URI``,
+``MLFLOW_ARTIFACTS_DESTINATION``), never its arguments, which every user of the machine can read; what is
+written to ``server.json`` or printed is redacted (:mod:`tracking.credentials`).
 
 :func:`resolve_tracking_uri` decides where a campaign logs: the campaign's ``tracking.uri``, else
 ``$MLFLOW_TRACKING_URI``, else the embedded server (reused when healthy, started otherwise).
@@ -24,6 +29,10 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
+from tracking.credentials import redact
+from tracking.procs import ProcessRecord, group_alive, mismatch, record
 from trainables.errors import HpoError
 
 START_TIMEOUT_S = 90.0
@@ -36,7 +45,11 @@ def state_dir() -> Path:
 
 @dataclass(frozen=True)
 class ServerInfo:
-    """A running server: its address and process group."""
+    """A running server: its address and process group, as recorded in ``server.json``.
+
+    ``backend_store_uri`` and ``artifacts_destination`` are redacted (no password). ``create_time`` and
+    ``cmdline`` identify the process-group leader; a record without them (an older ``hpo``) is never signalled.
+    """
 
     uri: str
     port: int
@@ -45,6 +58,13 @@ class ServerInfo:
     artifacts_destination: str
     log: str
     host: str = "127.0.0.1"  # the address it listens on
+    create_time: float | None = None
+    cmdline: tuple[str, ...] | None = None
+
+    @property
+    def process(self) -> ProcessRecord | None:
+        """The leader's record, or ``None`` for an unverifiable (older) record."""
+        return ProcessRecord.from_fields(self.pid, self.create_time, self.cmdline)
 
 
 def healthy(uri: str, timeout: float = 2.0) -> bool:
@@ -67,15 +87,39 @@ def recorded(directory: Path | None = None) -> ServerInfo | None:
     """The server recorded in ``server.json``, if that file exists."""
     path = (directory or state_dir()) / "server.json"
     try:
-        return ServerInfo(**json.loads(path.read_text()))
-    except (FileNotFoundError, json.JSONDecodeError, TypeError):
+        data = json.loads(path.read_text())
+        if isinstance(data.get("cmdline"), list):
+            data["cmdline"] = tuple(data["cmdline"])
+        return ServerInfo(**data)
+    except (FileNotFoundError, json.JSONDecodeError, TypeError, AttributeError):
         return None
+
+
+def server_command(*, host: str, port: int, backend_store_uri: str, artifacts_destination: str,
+                   mlflow: str = "mlflow") -> tuple[list[str], dict[str, str]]:
+    """The ``mlflow server`` command line and the environment variables to add for it.
+
+    The store and artifact URIs go in the environment (``mlflow server`` reads ``MLFLOW_BACKEND_STORE_URI``
+    and ``MLFLOW_ARTIFACTS_DESTINATION`` for its options), so that a password in them never appears in
+    the arguments, which ``ps`` shows every user of the machine.
+    """
+    argv = [mlflow, "server", "--host", host, "--port", str(port), "--workers", "1"]
+    if host != "127.0.0.1":
+        # MLflow's Host-header check allows loopback and RFC 1918 addresses by default; a cluster address outside
+        # those (a site's public range, the 198.18.0.0/15 test range) must be named, or every request gets 403
+        names = (host, "localhost", "127.0.0.1")
+        argv += ["--allowed-hosts", ",".join(f"{n},{n}:{port}" for n in names)]
+    env = {"MLFLOW_BACKEND_STORE_URI": backend_store_uri, "MLFLOW_ARTIFACTS_DESTINATION": artifacts_destination}
+    return argv, env
 
 
 def start_server(*, port: int | None = None, backend_store_uri: str | None = None,
                  artifacts_destination: str | None = None, directory: Path | None = None,
                  timeout: float = START_TIMEOUT_S, host: str = "127.0.0.1") -> ServerInfo:
     """Start ``mlflow server`` on ``host`` in its own process group and wait for ``/health``.
+
+    The store and artifact URIs reach the server through its environment (:func:`server_command`);
+    ``server.json`` and the returned record hold them redacted.
 
     Raises:
         HpoError: it did not answer within ``timeout`` (the message names the log file).
@@ -87,36 +131,62 @@ def start_server(*, port: int | None = None, backend_store_uri: str | None = Non
     artifacts = artifacts_destination or str(directory / "artifacts")
     log = directory / "server.log"
     mlflow_bin = Path(sys.executable).with_name("mlflow")
-    command = [str(mlflow_bin if mlflow_bin.exists() else "mlflow"), "server", "--host", host, "--port", str(port),
-               "--backend-store-uri", backend, "--artifacts-destination", artifacts, "--workers", "1"]
-    if host != "127.0.0.1":
-        # MLflow's Host-header check allows loopback and RFC 1918 addresses by default; a cluster address outside
-        # those (a site's public range, the 198.18.0.0/15 test range) must be named, or every request gets 403
-        names = (host, "localhost", "127.0.0.1")
-        command += ["--allowed-hosts", ",".join(f"{n},{n}:{port}" for n in names)]
+    argv, env = server_command(host=host, port=port, backend_store_uri=backend, artifacts_destination=artifacts,
+                               mlflow=str(mlflow_bin if mlflow_bin.exists() else "mlflow"))
     with log.open("ab") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                   env={**os.environ, **env})
     uri = f"http://{host}:{port}"
     deadline = time.time() + timeout
     while time.time() < deadline:
         if healthy(uri):
-            info = ServerInfo(uri=uri, port=port, pid=process.pid, backend_store_uri=backend,
-                              artifacts_destination=artifacts, log=str(log), host=host)
-            (directory / "server.json").write_text(json.dumps(info.__dict__, indent=2))
+            try:
+                leader = record(process.pid)  # once it answers: the command line is final by then
+            except psutil.NoSuchProcess:
+                break
+            _STARTED[process.pid] = leader
+            info = ServerInfo(uri=uri, port=port, pid=process.pid, backend_store_uri=redact(backend),
+                              artifacts_destination=redact(artifacts), log=str(log), host=host,
+                              create_time=leader.create_time, cmdline=leader.cmdline)
+            data = {**info.__dict__, "cmdline": list(leader.cmdline)}
+            (directory / "server.json").write_text(json.dumps(data, indent=2))
             return info
         if process.poll() is not None:
             break
         time.sleep(0.5)
-    stop_group(process.pid)
+    # Our own group (start_new_session): its id stays taken while any member lives, so this reaches only what is
+    # left of this server, also after poll() reaped the leader.
+    _terminate_group(process.pid)
+    process.poll()
     raise HpoError(f"the MLflow server on port {port} did not answer /health within {timeout:g} s; see {log}")
 
 
-def stop_group(pid: int, timeout: float = 15.0) -> None:
-    """Terminate a server's whole process group (SIGTERM, then SIGKILL)."""
-    try:
-        pgid = os.getpgid(pid)
-    except ProcessLookupError:
-        return
+def stop_group(server: ProcessRecord | int, timeout: float = 15.0) -> str | None:
+    """Terminate a server's whole process group (SIGTERM, then SIGKILL), if its leader is verified.
+
+    Args:
+        server: the leader's record (from ``server.json``: :attr:`ServerInfo.process`), or the pid of a server
+            this process started (:func:`start_server` kept its record).
+        timeout: seconds to wait after each signal for the group to go.
+
+    Returns:
+        ``None`` when the group was signalled (it is gone now), else why it was left alone (one line, e.g.
+        "pid 4242 is no longer the MLflow server: it is now `sleep 60`, ...; not signalled").
+    """
+    expected = server if isinstance(server, ProcessRecord) else _STARTED.get(server)
+    if expected is None:
+        return (f"pid {server} was not started by this process and comes without its start time and command "
+                "line, so it cannot be verified as the MLflow server; not signalled")
+    why = mismatch(expected, group=True)
+    if why is not None:
+        return f"pid {expected.pid} is no longer the MLflow server: {why}; not signalled"
+    _terminate_group(expected.pid, timeout)
+    _STARTED.pop(expected.pid, None)
+    return None
+
+
+def _terminate_group(pgid: int, timeout: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL, to process group ``pgid`` until it is gone. Unchecked: callers verify first."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(pgid, sig)
@@ -124,11 +194,13 @@ def stop_group(pid: int, timeout: float = 15.0) -> None:
             return
         deadline = time.time() + timeout
         while time.time() < deadline:
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
+            if not group_alive(pgid):
                 return
             time.sleep(0.2)
+
+
+#: Servers this process started: leader pid -> its record (so that ``stop_group(pid)`` can verify it).
+_STARTED: dict[int, ProcessRecord] = {}
 
 
 def ensure_server(directory: Path | None = None, host: str = "127.0.0.1") -> ServerInfo:
@@ -147,18 +219,32 @@ def ensure_server(directory: Path | None = None, host: str = "127.0.0.1") -> Ser
             f"cluster cannot reach; stop it (`hpo server --stop`) so that the launch starts it on {host}, or set "
             "tracking.uri to a server every node reaches"
         )
-    if info is not None:
-        stop_group(info.pid)  # a stale record: whatever is left of it goes
+    if info is not None and info.process is not None:
+        stop_group(info.process)  # a stale record: what is left of it goes, if it is still that server
     return start_server(directory=directory, host=host)
 
 
 def stop_server(directory: Path | None = None) -> str:
-    """Stop the recorded embedded server; returns a one-line message."""
+    """Stop the recorded embedded server, if the recorded pid is still that server; returns a one-line message.
+
+    A pid that now belongs to another process is left alone and its record removed; a record too old to
+    carry the start time and command line is left alone, record included, while its pid lives.
+    """
+    path = (directory or state_dir()) / "server.json"
     info = recorded(directory)
     if info is None:
         return "no embedded MLflow server is recorded"
-    stop_group(info.pid)
-    (directory or state_dir()).joinpath("server.json").unlink(missing_ok=True)
+    if info.process is None:
+        if not psutil.pid_exists(info.pid):
+            path.unlink(missing_ok=True)
+            return f"the recorded MLflow server (pid {info.pid}) is not running; record removed"
+        return (f"{path} records pid {info.pid} without its start time and command line (an older hpo wrote it), "
+                f"so it cannot be verified as the MLflow server; not signalled: check `ps -o pid,pgid,args -p "
+                f"{info.pid}` and stop it yourself, then delete {path}")
+    why = stop_group(info.process)
+    path.unlink(missing_ok=True)
+    if why is not None:
+        return f"{why}; record removed"
     return f"stopped the MLflow server at {info.uri} (pid {info.pid})"
 
 
@@ -168,7 +254,7 @@ def resolve_tracking_uri(explicit: str | None = None, *, start_embedded: bool = 
     uri = explicit or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         if uri.startswith("http") and not healthy(uri, timeout=5):
-            raise HpoError(f"the MLflow tracking server {uri} does not answer /health; start it, or unset tracking.uri "
+            raise HpoError(f"the MLflow tracking server {redact(uri)} does not answer /health; start it, or unset tracking.uri "
                            "and MLFLOW_TRACKING_URI to use the embedded server")
         return uri
     if not start_embedded:
