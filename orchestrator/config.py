@@ -10,11 +10,13 @@ name, its parameters and metrics, the data file). Every problem becomes a one-li
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -27,10 +29,53 @@ from trainables.data.spec import DataConfig
 from trainables.errors import HpoError
 from trainables.registry import check_workload
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_SQLITE_FILE = re.compile(r"(?P<prefix>sqlite[\w+]*:///)(?P<path>[^?]*)(?P<rest>\?.*)?", re.IGNORECASE)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")  # fullmatch: "$" would let a trailing newline in
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*d)?\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*(?:(\d+(?:\.\d+)?)\s*m)?\s*(?:(\d+(?:\.\d+)?)\s*s)?\s*$")
 #: Prefix of the metrics and tags the framework itself reports (``hpo.epoch_time_s``, ``hpo.campaign``).
 RESERVED_PREFIX = "hpo."
+
+
+def name_problem(value: str) -> str | None:
+    """Why ``value`` cannot name a campaign, or ``None`` when it can.
+
+    The one rule for the campaign file's ``name`` and every command's ``NAME`` argument
+    (:meth:`orchestrator.state.CampaignDir.of`): a name is a directory under the campaigns directory and an
+    MLflow experiment, so it has no path separator and is never ``.`` or ``..``.
+    """
+    if _NAME.fullmatch(value):
+        return None
+    return (f"must be letters, digits, '_', '-' or '.', starting with a letter or digit (it names a directory and "
+            f"an MLflow experiment), but got {value!r}")
+
+
+def absolute_location(value: str) -> str:
+    """A local path, or a local ``file:`` or SQLite URI, made absolute against the current directory; any other
+    URI (``s3://``, ``http://``, ``postgresql://``) unchanged.
+
+    Relative paths in a campaign file are relative to the directory ``hpo launch`` runs in. Resolving them once,
+    at load, keeps them pointing there for the trials (whose working directory is Ray's) and, through the
+    stored ``campaign.yaml``, for ``hpo resume`` and ``hpo extend`` from any other directory.
+
+    >>> absolute_location("sqlite:///mlflow.db")  # doctest: +SKIP
+    'sqlite:////home/me/project/mlflow.db'
+    """
+    scheme = urlsplit(value).scheme.lower()
+    if len(scheme) <= 1:  # no scheme (a path); one letter would be a Windows drive
+        return str(Path(value).expanduser().absolute())
+    if scheme == "file":
+        path = value[len("file:"):].removeprefix("//")
+        return value if path.startswith("/") else f"file://{Path(path).expanduser().absolute()}"
+    match = _SQLITE_FILE.fullmatch(value)
+    if match and match["path"] and not match["path"].startswith(("/", ":memory:")):
+        return f"{match['prefix']}{Path(match['path']).expanduser().absolute()}{match['rest'] or ''}"
+    return value
+
+
+#: Where a campaign file names something on disk (a path, or a local store URI): made absolute at load, and
+#: written back that way into :attr:`CampaignSpec.raw`, hence into the stored ``campaign.yaml``.
+PATH_FIELDS: tuple[tuple[str, ...], ...] = (("workload", "data", "path"), ("search", "space"), ("storage",),
+                                            ("tracking", "uri"))
 
 
 class _Strict(BaseModel):
@@ -85,6 +130,11 @@ class SearchSection(_Strict):
     sampler: SamplerConfig = Field(default_factory=lambda: TPE(name="tpe"))
     scheduler: SchedulerConfig = Field(default_factory=lambda: FIFO(name="fifo"))
     objective: list[Objective] = Field(min_length=1)
+
+    @field_validator("space")
+    @classmethod
+    def _space_file_absolute(cls, value: dict[str, Any] | str) -> dict[str, Any] | str:
+        return absolute_location(value) if isinstance(value, str) else value
 
     @field_validator("sampler", mode="before")
     @classmethod
@@ -190,6 +240,11 @@ class TrackingSection(_Strict):
     uri: str | None = Field(None, description="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the embedded server)")
     experiment: str | None = Field(None, description="MLflow experiment (default: the campaign name)")
 
+    @field_validator("uri")
+    @classmethod
+    def _local_store_absolute(cls, value: str | None) -> str | None:
+        return None if value is None else absolute_location(value)
+
 
 class CampaignConfig(_Strict):
     """A whole campaign file. See ``docs/campaign-file.md``."""
@@ -210,14 +265,17 @@ class CampaignConfig(_Strict):
     )
     seed: int = Field(0, ge=0)
 
+    @field_validator("storage")
+    @classmethod
+    def _storage_absolute(cls, value: str | None) -> str | None:
+        return None if value is None else absolute_location(value)
+
     @field_validator("name")
     @classmethod
     def _safe_name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError(
-                f"must be letters, digits, '_', '-' or '.', starting with a letter or digit (it names a "
-                f"directory and an MLflow experiment), but got {value!r}"
-            )
+        problem = name_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
@@ -362,7 +420,24 @@ def load_campaign(
         )
     if check_workload_face:
         _check_against_workload(config, space, source)
-    return CampaignSpec(config=config, space=space, source=source.path, raw=data)
+    return CampaignSpec(config=config, space=space, source=source.path, raw=_resolved_raw(data, config))
+
+
+def _resolved_raw(data: Mapping[str, Any], config: CampaignConfig) -> dict[str, Any]:
+    """``data`` with every :data:`PATH_FIELDS` value it sets replaced by the validated, absolute one, so that the
+    stored ``campaign.yaml`` means the same files from any working directory."""
+    raw = copy.deepcopy(dict(data))
+    for path in PATH_FIELDS:
+        node: Any = raw
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, Mapping) else None
+        if not isinstance(node, dict) or not isinstance(node.get(path[-1]), str):
+            continue  # not set in the file, or not a path (an inline search space)
+        value: Any = config
+        for key in path:
+            value = getattr(value, key)
+        node[path[-1]] = value
+    return raw
 
 
 def _cross_check(config: CampaignConfig, space: SearchSpace, source: LoadedYaml) -> None:

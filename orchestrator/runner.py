@@ -209,6 +209,7 @@ def launch(spec: CampaignSpec, *, campaigns_dir: str | Path | None = None, addre
         )
     prepared = prepare(spec, cdir, address)
     cdir.root.mkdir(parents=True, exist_ok=True)
+    # spec.raw has every path absolute (load_campaign): `hpo resume` and `hpo extend` work from any directory
     cdir.config_file.write_text(yaml.safe_dump(spec.raw, sort_keys=False))
     cdir.update_state(name=spec.config.name, uid=uuid.uuid4().hex, status="created", created=time.time(),
                       source=str(spec.source), runs=[{"name": "run-0", "trials": spec.config.budget.trials}])
@@ -351,7 +352,16 @@ def _outcome(spec: CampaignSpec, cdir: CampaignDir, run: str, trials: int, start
 
 
 def request_stop(name: str, *, campaigns_dir: str | Path | None = None, timeout: float = 300) -> str:
-    """Ask the driver of campaign ``name`` to stop gracefully and wait until it has (``hpo stop``)."""
+    """Ask the driver of campaign ``name`` to stop gracefully and wait until it has (``hpo stop``).
+
+    The driver's pid is signalled only while it is still the process that took the campaign (same start time
+    and command line as recorded in state.json); otherwise nothing is signalled.
+
+    Raises:
+        HpoError: the recorded pid cannot be verified as the driver, or it did not stop within ``timeout``.
+    """
+    from tracking.procs import ProcessRecord, mismatch
+
     cdir = CampaignDir.existing(name, campaigns_dir)
     state = cdir.state()
     host = state.get("driver_host")
@@ -362,7 +372,18 @@ def request_stop(name: str, *, campaigns_dir: str | Path | None = None, timeout:
     if not cdir.driver_alive():
         cdir.update_state(status="crashed")
         return f"campaign '{name}' has no live driver (it crashed); `hpo resume {name}` continues it"
-    pid = int(state["driver_pid"])
+    driver = ProcessRecord.read(state, "driver_")
+    if driver is None:
+        raise HpoError(
+            f"campaign '{name}': state.json records driver pid {state.get('driver_pid')} without its start time and "
+            "command line (an older hpo wrote it), so it cannot be verified and was not signalled; stop the driver "
+            f"with Ctrl-C where it runs, or `kill -USR1 {state.get('driver_pid')}` once `ps` shows it is the driver"
+        )
+    why = mismatch(driver)
+    if why is not None:
+        raise HpoError(f"campaign '{name}': driver pid {driver.pid} in state.json is no longer its driver: {why}; not "
+                       "signalled; stop the driver where it runs (Ctrl-C)")
+    pid = driver.pid
     cdir.update_state(status="stopping")
     os.kill(pid, signal.SIGUSR1)
     deadline = time.time() + timeout

@@ -74,12 +74,24 @@ class CampaignDir:
 
     @classmethod
     def of(cls, name: str, campaigns_dir: str | Path | None = None) -> CampaignDir:
-        """The directory of campaign ``name`` (which may not exist yet)."""
+        """The directory of campaign ``name`` (which may not exist yet).
+
+        Raises:
+            HpoError: ``name`` is not a campaign name (``../x``, ``a/b``, ``..``, ...), by the rule the campaign
+                file's ``name`` follows; nothing is touched on disk.
+        """
+        # the rule lives with the schema (config never imports state, so no cycle)
+        from orchestrator.config import name_problem
+
+        problem = name_problem(name)
+        if problem is not None:
+            raise HpoError(f"campaign NAME {problem}")
         return cls(campaigns_root(campaigns_dir) / name)
 
     @classmethod
     def existing(cls, name: str, campaigns_dir: str | Path | None = None) -> CampaignDir:
-        """The directory of an existing campaign, or a one-line error listing the known ones."""
+        """The directory of an existing campaign, or a one-line error listing the known ones (or saying why
+        ``name`` is no campaign name)."""
         found = cls.of(name, campaigns_dir)
         if not found.state_file.exists():
             root = campaigns_root(campaigns_dir)
@@ -147,7 +159,8 @@ class CampaignDir:
 
     def acquire(self) -> None:
         """Become the campaign's driver: lock ``driver.lock`` for the life of this process (or until
-        :meth:`release`) and record pid and host; refuse when another driver holds it."""
+        :meth:`release`) and record pid, start time, command line and host (``driver_*`` in state.json); refuse
+        when another driver holds it."""
         if self.root not in _HELD:
             self.root.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
@@ -162,7 +175,11 @@ class CampaignDir:
                     f"`hpo stop {self.name}`"
                 ) from None
             _HELD[self.root] = fd
-        self.update_state(driver_pid=os.getpid(), driver_host=socket.gethostname())
+        from tracking.procs import record
+
+        # pid, start time and command line: `hpo stop` signals the pid only while it is still this process
+        me = record(os.getpid())
+        self.update_state(**me.fields("driver_"), driver_host=socket.gethostname())
 
     def release(self) -> None:
         """Give the driver lock up (the process ending does too)."""
