@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.config import CampaignSpec, load_campaign
-from orchestrator.state import CampaignDir
+from orchestrator.state import CampaignDir, TrialState
 from trainables.errors import HpoError
 
 if TYPE_CHECKING:
@@ -88,10 +88,7 @@ class Campaign:
     def status(self) -> dict[str, Any]:
         """Status, trial counts per state, budget and the best trial so far."""
         state = self.dir.state()
-        records = self.dir.trials()
-        counts: dict[str, int] = {}
-        for r in records.values():
-            counts[r.get("state", "?")] = counts.get(r.get("state", "?"), 0) + 1
+        counts = TrialState.counts(self.dir.trials().values())
         best = self.best(1)
         return {
             "name": self.name, "status": state.get("status", "new"), "counts": counts,
@@ -103,12 +100,23 @@ class Campaign:
         """Every trial record (state, params, last metrics, objectives, error), by trial id."""
         return self.dir.trials()
 
-    def best(self, k: int = 1, objective: int = 0) -> list[dict[str, Any]]:
-        """The ``k`` best finished (or early-stopped) trials by objective number ``objective``."""
-        from orchestrator.progress import best_records
+    def best(self, k: int = 1, objective: int | None = None) -> list[dict[str, Any]]:
+        """The ``k`` best finished (or early-stopped) trials, best first.
 
-        mode = self.spec.config.search.objective[objective].mode
-        return [dict(r) for r in best_records(self.dir.trials(), objective, mode, k)]
+        Args:
+            k: how many.
+            objective: rank by this objective alone (its index in ``search.objective``). By default the
+                campaign's own ranking: its objective, or with several, non-domination (Pareto rank 1 first,
+                ties by the first objective; each record then carries its ``pareto_rank``).
+        """
+        from orchestrator.progress import best_records, ranked_records
+
+        objectives = self.spec.config.search.objective
+        if objective is None:
+            return ranked_records(self.dir.trials(), [o.mode for o in objectives], k)
+        if not 0 <= objective < len(objectives):
+            raise HpoError(f"objective must be an index of search.objective (0 to {len(objectives) - 1}), but got {objective}")
+        return [dict(r) for r in best_records(self.dir.trials(), objective, objectives[objective].mode, k)]
 
     def dataframe(self) -> pd.DataFrame:
         """One row per trial: id, state, epochs, ``param.*``, last ``metric`` values and the objectives."""

@@ -18,7 +18,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.state import CampaignDir
+from orchestrator.state import CampaignDir, TrialState
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
@@ -28,9 +28,10 @@ if TYPE_CHECKING:
 #: unpickles them), so the monitor looks its display up here instead of holding it.
 LIVE_DISPLAYS: dict[str, Live] = {}
 
-#: Our trial states (Tune's are PENDING/RUNNING/PAUSED/TERMINATED/ERROR).
-STATE_STYLE = {
-    "PENDING": "dim", "RUNNING": "cyan", "PAUSED": "yellow", "FINISHED": "green", "STOPPED": "blue", "FAILED": "red",
+#: How the live table colours each trial state.
+STATE_STYLE: dict[TrialState, str] = {
+    TrialState.PENDING: "dim", TrialState.RUNNING: "cyan", TrialState.PAUSED: "yellow", TrialState.FINISHED: "green",
+    TrialState.STOPPED: "blue", TrialState.FAILED: "red",
 }
 
 
@@ -112,14 +113,14 @@ class CampaignMonitor(Callback):
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         """A trial (or its retry) started running."""
         record = self._record(trial)
-        record["state"] = "RUNNING"
+        record["state"] = TrialState.RUNNING
         record.setdefault("started", time.time())
         self._changed(force=True)
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
         """A trial reported one epoch."""
         record = self._record(trial)
-        record["state"] = "RUNNING"
+        record["state"] = TrialState.RUNNING
         record["epoch"] = int(result.get("training_iteration", 0))
         record["last"] = {k: v for k, v in result.items() if _finite(v) is not None and (k in self.metrics or k.startswith(("val_", "train_", "hpo.")))}
         value = _finite(result.get(self.metrics[0]))
@@ -131,7 +132,7 @@ class CampaignMonitor(Callback):
         """A trial ended without error: all epochs done, or stopped by the scheduler."""
         record = self._record(trial)
         epochs = int((trial.last_result or {}).get("training_iteration", record.get("epoch", 0)) or 0)
-        record["state"] = "FINISHED" if epochs >= self.epochs else "STOPPED"
+        record["state"] = TrialState.FINISHED if epochs >= self.epochs else TrialState.STOPPED
         record["ended"] = time.time()
         record["objectives"] = [_finite((trial.last_result or {}).get(m)) for m in self.metrics]
         self.consecutive_failures = 0
@@ -141,14 +142,14 @@ class CampaignMonitor(Callback):
         """A trial failed and will be retried from its last checkpoint."""
         record = self._record(trial)
         record["retries"] = record.get("retries", 0) + 1
-        record["state"] = "PENDING"
+        record["state"] = TrialState.PENDING
         record["last_error"] = _error_text(trial)
         self._changed(force=True)
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         """A trial failed for good (no retries left)."""
         record = self._record(trial)
-        record["state"] = "FAILED"
+        record["state"] = TrialState.FAILED
         record["ended"] = time.time()
         record["error"] = self.last_error = _error_text(trial)
         self.consecutive_failures += 1
@@ -162,8 +163,8 @@ class CampaignMonitor(Callback):
         """The Tune run ended (finished, stopped or interrupted)."""
         for trial in trials:
             record = self._record(trial)
-            if record["state"] == "RUNNING":
-                record["state"] = "PAUSED"  # interrupted: resumable from its last checkpoint
+            if record["state"] == TrialState.RUNNING:
+                record["state"] = TrialState.PAUSED  # interrupted: resumable from its last checkpoint
         self._changed(force=True)
 
     # --- state -----------------------------------------------------------------------------------
@@ -174,7 +175,7 @@ class CampaignMonitor(Callback):
         return self.consecutive_failures >= self.max_consecutive_failures
 
     def _record(self, trial: Trial) -> dict[str, Any]:
-        record = self.records.setdefault(trial.trial_id, {"trial_id": trial.trial_id, "state": "PENDING", "run": self.run})
+        record = self.records.setdefault(trial.trial_id, {"trial_id": trial.trial_id, "state": TrialState.PENDING, "run": self.run})
         record["params"] = {k: v for k, v in (trial.config or {}).items() if not k.startswith("__")}
         record["path"] = str(self.cdir.trials_dir / trial.trial_id)
         return record
@@ -211,14 +212,84 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def trial_scored(record: Mapping[str, Any]) -> bool:
+    """Whether a trial record ended with objective values (FINISHED or STOPPED)."""
+    state = TrialState.of(record.get("state"))
+    return state is not None and state.scored
+
+
+def trial_done(record: Mapping[str, Any]) -> bool:
+    """Whether a trial record ended for good (FINISHED, STOPPED or FAILED)."""
+    state = TrialState.of(record.get("state"))
+    return state is not None and state.done
+
+
 def best_records(records: Mapping[str, Mapping[str, Any]], metric_index: int, mode: str, k: int) -> list[Mapping[str, Any]]:
-    """The ``k`` best finished/stopped trials by objective ``metric_index``."""
+    """The ``k`` best finished/stopped trials by objective ``metric_index`` alone."""
     scored = [
         r for r in records.values()
-        if r.get("state") in ("FINISHED", "STOPPED") and (r.get("objectives") or [None])[metric_index] is not None
+        if trial_scored(r) and len(r.get("objectives") or []) > metric_index and r["objectives"][metric_index] is not None
     ]
     scored.sort(key=lambda r: r["objectives"][metric_index], reverse=mode == "max")
     return scored[:k]
+
+
+def pareto_ranks(points: Sequence[Sequence[float]], modes: Sequence[str]) -> list[int]:
+    """Non-dominated sorting (Deb et al., NSGA-II): the Pareto rank of each point.
+
+    Point ``a`` dominates ``b`` when ``a`` is at least as good in every objective and better in at least
+    one (``modes[i]`` says whether objective ``i`` is minimised or maximised). Rank 1 is the Pareto front
+    (points nothing dominates); rank 2 is the front of what is left once rank 1 is removed; and so on.
+    Equal points share their rank.
+
+    Raises:
+        ValueError: a mode is neither ``min`` nor ``max``, or a point has not one value per mode.
+    """
+    import numpy as np
+
+    if any(m not in ("min", "max") for m in modes):
+        raise ValueError(f"every mode must be 'min' or 'max', but got {list(modes)}")
+    if any(len(p) != len(modes) for p in points):
+        bad = next(p for p in points if len(p) != len(modes))
+        raise ValueError(f"every point needs one value per objective ({len(modes)}), but got {list(bad)}")
+    if not points:
+        return []
+    # as minimisation: larger is better where the mode is max
+    values = np.asarray(points, dtype=float) * np.asarray([1.0 if m == "min" else -1.0 for m in modes])
+    no_worse = (values[:, None, :] <= values[None, :, :]).all(axis=2)
+    better = (values[:, None, :] < values[None, :, :]).any(axis=2)
+    dominates = no_worse & better  # [i, j]: point i dominates point j
+    dominated_by = dominates.sum(axis=0)  # how many not-yet-ranked points dominate each point
+    ranks = np.zeros(len(points), dtype=int)
+    front = np.flatnonzero(dominated_by == 0)
+    rank = 1
+    while front.size:
+        ranks[front] = rank
+        dominated_by = dominated_by - dominates[front].sum(axis=0)
+        dominated_by[ranks > 0] = -1  # ranked points never rejoin a front
+        front = np.flatnonzero(dominated_by == 0)
+        rank += 1
+    return [int(r) for r in ranks]
+
+
+def pareto_records(records: Mapping[str, Mapping[str, Any]], modes: Sequence[str], k: int) -> list[dict[str, Any]]:
+    """The ``k`` best finished/stopped trials by non-domination over every objective: Pareto rank 1 first,
+    then rank 2, ...; within a rank by the first objective. Each is a copy of its record with its rank
+    added as ``pareto_rank``. Trials missing an objective value are left out."""
+    scored = [r for r in records.values() if trial_scored(r) and len(r.get("objectives") or []) == len(modes)
+              and all(v is not None for v in r["objectives"])]
+    ranks = pareto_ranks([r["objectives"] for r in scored], modes)
+    sign = 1.0 if modes[0] == "min" else -1.0
+    order = sorted(range(len(scored)), key=lambda i: (ranks[i], sign * scored[i]["objectives"][0]))
+    return [{**scored[i], "pareto_rank": ranks[i]} for i in order[:k]]
+
+
+def ranked_records(records: Mapping[str, Mapping[str, Any]], modes: Sequence[str], k: int) -> list[dict[str, Any]]:
+    """The ``k`` best finished/stopped trials of a campaign with objectives of ``modes``: by the single
+    objective, or, with several, by non-domination (:func:`pareto_records`)."""
+    if len(modes) > 1:
+        return pareto_records(records, modes, k)
+    return [dict(r) for r in best_records(records, 0, modes[0], k)]
 
 
 def render_trials(
@@ -245,23 +316,30 @@ def render_trials(
     for r in shown:
         state = r.get("state", "?")
         last = r.get("last", {})
-        values = r.get("objectives") if state in ("FINISHED", "STOPPED") else [last.get(m) for m in metrics]
-        note = r.get("error") or (f"retry {r['retries']}: {r.get('last_error', '')}" if r.get("retries") and state != "FINISHED" else "")
+        values = r.get("objectives") if trial_scored(r) else [last.get(m) for m in metrics]
+        note = r.get("error") or (
+            f"retry {r['retries']}: {r.get('last_error', '')}" if r.get("retries") and state != TrialState.FINISHED else ""
+        )
         table.add_row(
             r["trial_id"], Text(state, style=STATE_STYLE.get(state, "")),
             *[_fmt(r.get("params", {}).get(n, "—")) for n in param_names[:6]],
             str(r.get("epoch", "")), *[_fmt(v) if v is not None else "" for v in (values or [])],
             Text(note[:200], style="red") if note else "",
         )
-    counts = {s: sum(1 for r in rows if r.get("state") == s) for s in STATE_STYLE}
+    counts = TrialState.counts(rows)
     summary = ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n)
-    done = counts["FINISHED"] + counts["STOPPED"]
+    done = sum(1 for r in rows if trial_done(r))
     footer = f"{done}/{budget} trials done" if budget else f"{done} trials done"
     footer += f" ({summary})" if summary else ""
     if elapsed is not None:
         footer += f" · {elapsed:.0f} s"
-    best = best_records(records, 0, modes[0], 1)
-    if best:
-        footer += f" · best {metrics[0]} = {best[0]['objectives'][0]:.4g} ({best[0]['trial_id']})"
+    if len(modes) > 1:
+        front = [r for r in pareto_records(records, modes, len(records)) if r["pareto_rank"] == 1]
+        if front:
+            footer += f" · Pareto front: {len(front)} trial(s)"
+    else:
+        best = best_records(records, 0, modes[0], 1)
+        if best:
+            footer += f" · best {metrics[0]} = {best[0]['objectives'][0]:.4g} ({best[0]['trial_id']})"
     hidden = f"\n({len(rows) - len(shown)} earlier trials not shown)" if len(rows) > len(shown) else ""
     return Group(table, Text(footer + hidden, style="bold"))

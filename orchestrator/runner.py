@@ -29,8 +29,15 @@ import yaml
 
 from orchestrator.cluster import ClusterInfo, check_fits, check_storage, check_tracking_uri, connect, is_uri
 from orchestrator.config import CampaignSpec, load_campaign
-from orchestrator.progress import LIVE_DISPLAYS, CampaignMonitor, FailureStopper, best_records, render_trials
-from orchestrator.state import CampaignDir
+from orchestrator.progress import (
+    LIVE_DISPLAYS,
+    CampaignMonitor,
+    FailureStopper,
+    ranked_records,
+    render_trials,
+    trial_done,
+)
+from orchestrator.state import CampaignDir, TrialState
 from orchestrator.tracking_bridge import undelivered_note
 from orchestrator.trainable import HorovodTrainable, TrialContext
 from trainables.errors import HpoError
@@ -320,16 +327,20 @@ def _outcome(spec: CampaignSpec, cdir: CampaignDir, run: str, trials: int, start
     c = spec.config
     records = cdir.trials()
     mine = [r for r in records.values() if r.get("run") == run]
-    counts: dict[str, int] = {}
-    for r in records.values():
-        counts[r.get("state", "?")] = counts.get(r.get("state", "?"), 0) + 1
-    done = sorted((r for r in mine if r.get("state") in ("FINISHED", "STOPPED", "FAILED")), key=lambda r: r.get("ended", 0))
-    failed = [r for r in done if r.get("state") == "FAILED"]
+    counts = TrialState.counts(records.values())
+    done = sorted((r for r in mine if trial_done(r)), key=lambda r: r.get("ended", 0))
+    failed = [r for r in done if r.get("state") == TrialState.FAILED]
     failed_in_row = 0
     for r in done:
-        failed_in_row = failed_in_row + 1 if r.get("state") == "FAILED" else 0
-    best = [dict(r) for r in best_records(records, 0, spec.mode, 5)]
-    best_text = f"; best {spec.metric} = {best[0]['objectives'][0]:.4g} (trial {best[0]['trial_id']})" if best else ""
+        failed_in_row = failed_in_row + 1 if r.get("state") == TrialState.FAILED else 0
+    objectives = c.search.objective
+    ranked = ranked_records(records, [o.mode for o in objectives], len(records))
+    best = ranked[:5]
+    if len(objectives) > 1:
+        front = sum(1 for r in ranked if r["pareto_rank"] == 1)
+        best_text = f"; Pareto front of {', '.join(o.metric for o in objectives)}: {front} trial(s)" if front else ""
+    else:
+        best_text = f"; best {spec.metric} = {best[0]['objectives'][0]:.4g} (trial {best[0]['trial_id']})" if best else ""
     if failed_in_row >= c.budget.max_consecutive_failures:
         last = next((r.get("error") for r in reversed(done) if r.get("error")), "?")
         return RunOutcome("failed", f"campaign stopped: {failed_in_row} trials in a row failed; last error: {last}", counts, best)

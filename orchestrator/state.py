@@ -25,8 +25,9 @@ import os
 import socket
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,57 @@ DEFAULT_CAMPAIGNS_DIR = "campaigns"
 
 #: Campaign statuses, as stored in state.json.
 STATUSES = ("created", "running", "stopping", "stopped", "finished", "failed", "crashed")
+
+
+class TrialState(StrEnum):
+    """A trial's state, as ``trials.json``, ``hpo status``, the Python API and the live table spell it.
+
+    Ours, not Ray Tune's (PENDING/RUNNING/PAUSED/TERMINATED/ERROR): Tune's TERMINATED is FINISHED or STOPPED
+    by the epochs the trial ran, and its ERROR is FAILED once no retry is left. Members are strings, so a
+    record compares equal to and serialises as the plain name (``"FINISHED"``).
+    """
+
+    PENDING = "PENDING"
+    """Not started yet, or waiting to be retried from its last checkpoint after a failure."""
+    RUNNING = "RUNNING"
+    """Training (it has started and reported no end)."""
+    PAUSED = "PAUSED"
+    """Interrupted with the campaign (``hpo stop``, Ctrl-C, a crash); ``hpo resume`` continues it."""
+    FINISHED = "FINISHED"
+    """Ran all its epochs. Done, with objective values."""
+    STOPPED = "STOPPED"
+    """Ended early by the scheduler (ASHA, HyperBand, median stopping). Done, with objective values."""
+    FAILED = "FAILED"
+    """Raised with no retry left (``error`` says why). Done, without objective values."""
+
+    @property
+    def done(self) -> bool:
+        """Whether the trial ended for good (FINISHED, STOPPED or FAILED): it counts against the budget."""
+        return self in (TrialState.FINISHED, TrialState.STOPPED, TrialState.FAILED)
+
+    @property
+    def scored(self) -> bool:
+        """Whether the trial ended with objective values (FINISHED or STOPPED): it can rank as best."""
+        return self in (TrialState.FINISHED, TrialState.STOPPED)
+
+    @classmethod
+    def of(cls, value: Any) -> TrialState | None:
+        """The state named ``value`` (a record's ``"state"``), or None when it names none."""
+        try:
+            return cls(value)
+        except ValueError:
+            return None
+
+    @classmethod
+    def counts(cls, records: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+        """Trials per state of ``records`` (trials.json values), states in this enum's order; a name that is
+        not a state (a hand-edited file) is counted under that name, a missing one under ``"?"``."""
+        found: dict[str, int] = {}
+        for record in records:
+            name = str(record.get("state", "?"))
+            found[name] = found.get(name, 0) + 1
+        ordered = {str(s): found.pop(s) for s in cls if s in found}
+        return {**ordered, **found}
 
 
 def campaigns_root(explicit: str | Path | None = None) -> Path:

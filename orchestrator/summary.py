@@ -44,6 +44,8 @@ def campaign_summary(campaign: CampaignSpec) -> Group:
         return ", ".join(f"{k}={v}" for k, v in options.items() if v is not None) or "defaults"
 
     objectives = ", ".join(f"{o.metric} ({o.mode})" for o in c.search.objective)
+    if len(c.search.objective) > 1:
+        objectives += "; best trials by Pareto rank, then the first"
     budget = f"{c.budget.trials} trials" + (f", at most {c.budget.time:g} s" if c.budget.time else "")
     per_trial = f"{c.trial.workers} worker(s) × {c.trial.cpus_per_worker:g} CPU"
     if c.trial.gpus_per_worker:

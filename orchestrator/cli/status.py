@@ -82,7 +82,7 @@ def list_command(campaigns_dir: str | None) -> None:
     from rich.table import Table
 
     from orchestrator.config import load_campaign
-    from orchestrator.progress import best_records
+    from orchestrator.progress import ranked_records, trial_done
     from orchestrator.state import CampaignDir, campaigns_root
 
     root = campaigns_root(campaigns_dir)
@@ -95,13 +95,17 @@ def list_command(campaigns_dir: str | None) -> None:
         records = cdir.trials()
         try:
             spec = load_campaign(cdir.config_file, check_data=False, check_workload_face=False)
-            objective = spec.config.search.objective[0]
-            best = best_records(records, 0, objective.mode, 1)
-            best_text = f"{objective.metric} {best[0]['objectives'][0]:.4g}" if best else "—"
+            objectives = spec.config.search.objective
+            ranked = ranked_records(records, [o.mode for o in objectives], len(records))
+            if len(objectives) > 1:
+                front = sum(1 for r in ranked if r["pareto_rank"] == 1)
+                best_text = f"Pareto front: {front} trial(s)" if front else "—"
+            else:
+                best_text = f"{objectives[0].metric} {ranked[0]['objectives'][0]:.4g}" if ranked else "—"
             workload = spec.config.workload.name
         except Exception as exc:  # a broken campaign must not hide the others
             best_text, workload = f"unreadable: {exc}", "?"
-        done = sum(1 for r in records.values() if r.get("state") in ("FINISHED", "STOPPED", "FAILED"))
+        done = sum(1 for r in records.values() if trial_done(r))
         budget = sum(r.get("trials", 0) for r in state.get("runs", []))
         updated = time.strftime("%Y-%m-%d %H:%M", time.localtime(state.get("updated", 0)))
         table.add_row(cdir.name, _status_line(cdir), workload, f"{done}/{budget}", best_text, updated)
