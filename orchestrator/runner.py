@@ -131,7 +131,7 @@ def _trainable(spec: CampaignSpec, cdir: CampaignDir, tracking: dict[str, Any] |
     return tune.with_resources(tune.with_parameters(HorovodTrainable, context=context), resources)
 
 
-def _searcher(spec: CampaignSpec, cdir: CampaignDir) -> Any:
+def _searcher(spec: CampaignSpec, cdir: CampaignDir, trials: int) -> Any:
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
@@ -139,12 +139,43 @@ def _searcher(spec: CampaignSpec, cdir: CampaignDir) -> Any:
     objectives = c.search.objective
     sampler = c.search.sampler.build(seed=c.seed, space=spec.space, n_objectives=len(objectives))
     storage = optuna.storages.RDBStorage(cdir.study_url, engine_kwargs={"connect_args": {"timeout": 60}})
+    if c.search.scheduler.name == "pbt":
+        return _population(spec, sampler, storage, trials)
     multi = len(objectives) > 1
     return OptunaSearch(
         space=spec.space.define_by_run, sampler=sampler, storage=storage, study_name=c.name,
         metric=[o.metric for o in objectives] if multi else objectives[0].metric,
         mode=[o.mode for o in objectives] if multi else objectives[0].mode,
     )
+
+
+def _population(spec: CampaignSpec, sampler: Any, storage: Any, trials: int) -> Any:
+    """PBT's starting population of ``trials`` configurations, drawn by the campaign's sampler up front.
+
+    Ray's PBT refuses a searcher (it rewrites its trials' configurations itself), so Tune runs exactly these.
+    Each carries every parameter of the space (:func:`_pbt_space`): an exploit copies a configuration whole and
+    may then change a parameter that others depend on, so an inactive conditional one is present, at the
+    workload's default. They are not trials of the campaign's study, since a PBT trial has no one
+    configuration to report a value for; the study is created all the same (empty), for the summary.
+    """
+    import optuna
+    from ray.tune.search import BasicVariantGenerator
+
+    from trainables.registry import load_workload
+
+    c = spec.config
+    direction = optuna.study.StudyDirection.MAXIMIZE if spec.mode == "max" else optuna.study.StudyDirection.MINIMIZE
+    optuna.create_study(storage=storage, study_name=c.name, direction=direction, load_if_exists=True)
+    draft = optuna.create_study(sampler=sampler, direction=direction)  # in memory: asked, never told
+    defaults = dict(getattr(load_workload(c.workload.name), "DEFAULT_PARAMS", None) or {})
+    population = [{**{k: defaults.get(k) for k in spec.space.params}, **spec.space.sample(draft.ask())} for _ in range(trials)]
+    return BasicVariantGenerator(points_to_evaluate=population, max_concurrent=c.concurrency or 0)
+
+
+def _pbt_space(spec: CampaignSpec) -> dict[str, Any] | None:
+    """Tune's ``param_space`` under PBT: the keys the population's configurations may set (Tune checks them),
+    with no values of its own (every configuration sets every key); None otherwise."""
+    return {name: None for name in spec.space.params} if spec.config.search.scheduler.name == "pbt" else None
 
 
 def _tuner(spec: CampaignSpec, cdir: CampaignDir, storage: str, run: str, trials: int, tracking: dict[str, Any] | None,
@@ -154,15 +185,16 @@ def _tuner(spec: CampaignSpec, cdir: CampaignDir, storage: str, run: str, trials
     c = spec.config
     scheduler = c.search.scheduler.build(metric=spec.metric, mode=spec.mode, epochs=c.trial.epochs, space=spec.space)
     return tune.Tuner(
-        _trainable(spec, cdir, tracking),
+        _trainable(spec, cdir, tracking), param_space=_pbt_space(spec),
         tune_config=tune.TuneConfig(
-            search_alg=_searcher(spec, cdir), scheduler=scheduler, num_samples=trials, reuse_actors=reuse_actors,
+            search_alg=_searcher(spec, cdir, trials), scheduler=scheduler, num_samples=trials, reuse_actors=reuse_actors,
             max_concurrent_trials=c.concurrency, time_budget_s=c.budget.time,
         ),
         run_config=tune.RunConfig(
             name=run, storage_path=storage, verbose=0, callbacks=[monitor], stop=FailureStopper(monitor),
             failure_config=tune.FailureConfig(max_failures=c.trial.max_failures),
-            checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1, num_to_keep=2),
+            # PBT copies a trial's checkpoint of its last perturbation, however old: keep them all there
+            checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1, num_to_keep=None if _pbt_space(spec) else 2),
         ),
     )
 
