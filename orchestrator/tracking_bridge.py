@@ -174,6 +174,37 @@ class TrialTracking:
         """The trial's last checkpoint, as artifacts under ``checkpoints/epoch-NNNN``."""
         self.logger.log_artifacts(directory, f"checkpoints/epoch-{epoch:04d}")
 
+    @property
+    def trial_id(self) -> str:
+        """The trial whose run this is."""
+        return str(self.logger.trial_id)
+
+    def log_perturbation(self, epoch: int, params: dict[str, Any], *, donor: str,
+                         perturbed: dict[str, tuple[Any, Any]]) -> None:
+        """A PBT exploit: from epoch ``epoch`` on, the trial continues from trial ``donor``'s checkpoint of that
+        epoch, with the hyperparameters ``params`` (every searched one; ``perturbed``: those that PBT's explore
+        step changed, as (donor's value, new value)).
+
+        MLflow keeps a parameter's first value, so the values in effect from ``epoch`` on go to metrics
+        ``hpo.pbt.NAME`` at step ``epoch`` (numbers) or tags ``hpo.pbt.NAME`` (anything else, the latest).
+        Tag ``hpo.pbt.exploited_from`` names the last exploit's source as ``"DONOR EPOCH"`` (the format of a
+        checkpoint's ``hpo_trial.txt``); tag ``hpo.pbt.exploit.EPOCH`` records each exploit as JSON: ``from``,
+        ``from_epoch`` and ``perturbed`` (name: [donor's value, new value]).
+        """
+        import json
+
+        def number(value: Any) -> bool:
+            return isinstance(value, int | float) and not isinstance(value, bool)
+
+        values = {f"hpo.pbt.{k}": float(v) for k, v in params.items() if number(v)}
+        if values:
+            self.logger.log_epoch(epoch, values)  # the logger's own batch: no system metrics at this step
+        record = {"from": donor, "from_epoch": epoch, "perturbed": {k: [old, new] for k, (old, new) in perturbed.items()}}
+        tags = {f"hpo.pbt.{k}": str(v)[:5000] for k, v in params.items() if not number(v)}
+        tags["hpo.pbt.exploited_from"] = f"{donor} {epoch}"
+        tags[f"hpo.pbt.exploit.{epoch:04d}"] = json.dumps(record, default=str)[:5000]
+        self.logger.set_tags(tags)
+
     def finish(self, state: str, error: str | None, *, core_seconds: float, gpu_seconds: float) -> None:
         """Resource use and final state, queued; delivery goes on in the background (see :meth:`wait`)."""
         self.logger.set_tags({"hpo.core_seconds": f"{core_seconds:.1f}", "hpo.gpu_seconds": f"{gpu_seconds:.1f}"})

@@ -126,7 +126,6 @@ class HorovodTrainable(tune.Trainable):
 
     def _start_trial(self, config: dict[str, Any]) -> None:
         from trainables.distributed import RayWorkers
-        from trainables.loop import TrialSpec
 
         ctx = self.context
         self.params = {**ctx.fixed_params, **config}
@@ -144,10 +143,7 @@ class HorovodTrainable(tune.Trainable):
                 timeout_s=ctx.rendezvous_timeout_s, nics=ctx.nics,
             )
             self.workers.start()
-        spec = TrialSpec(
-            workload=ctx.workload, params=self.params, data=ctx.data, seed=ctx.seed, epochs=ctx.epochs,
-            out_dir=str(self.stage), threads=ctx.threads,
-        )
+        spec = self._trial_spec()
         self.tracker = self._open_tracking()
         if self.tracker is not None:
             self.tracker.log_placement(self.workers.placement)
@@ -216,8 +212,14 @@ class HorovodTrainable(tune.Trainable):
         Path(checkpoint_dir, "hpo_trial.txt").write_text(f"{self.trial_id} {self.epoch}\n")
 
     def load_checkpoint(self, checkpoint: Any) -> None:
-        """Send the checkpoint to every rank and continue from its epoch."""
+        """Send the checkpoint to every rank and continue from its epoch.
+
+        A checkpoint of another trial is a PBT exploit: this trial continues from that trial's state, with the
+        hyperparameters PBT gave it (:meth:`reset_config`); the new values and where they came from go to
+        tracking (:meth:`TrialTracking.log_perturbation`), since MLflow keeps a parameter's first value.
+        """
         directory = Path(checkpoint if isinstance(checkpoint, (str, os.PathLike)) else checkpoint["path"])
+        source = _checkpoint_source(directory)
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w") as tar:
             for item in directory.iterdir():
@@ -227,18 +229,54 @@ class HorovodTrainable(tune.Trainable):
         epochs = self.workers.run(_rank_restore, args=[blob])
         self.epoch = int(epochs[0])
         self.last_save = (self.epoch, blob)
+        if source is not None and source[0] != self.trial_id and self.tracker is not None:
+            donor_params = source[1]
+            searched = {k: self.params[k] for k in self.config if k in self.params}
+            perturbed = {k: (donor_params.get(k), v) for k, v in searched.items() if donor_params.get(k) != v}
+            self.tracker.log_perturbation(self.epoch, searched, donor=source[0], perturbed=perturbed)
 
     # --- reuse ---------------------------------------------------------------------------------------
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
-        """Next trial on the same (warm) workers: close the previous trial, set up the new one."""
+        """Tune hands this actor (and its warm workers) to a trial: the next one, or the same one again.
+
+        Another trial: close the previous one and set the new one up. The same trial (``self.trial_id`` is
+        already the one Tune resumes) comes back after a pause, and under PBT after an exploit with new
+        hyperparameters; Tune restores a checkpoint next (:meth:`load_checkpoint`). Its tracking then stays
+        open: closing would mark a paused trial STOPPED, and a second logger of the same run would race with
+        the first one's close. The ranks are set up again only when the hyperparameters changed.
+        """
+        if self.tracker is not None and self.tracker.trial_id == self.trial_id:
+            params = {**self.context.fixed_params, **new_config}
+            if params == self.params:
+                return True
+            self.params = params
+            try:
+                self.workers.run(_rank_setup, args=[self._trial_spec()])
+            except Exception:
+                traceback.print_exc()
+                return False  # Tune then fails this attempt; the retry starts a fresh actor
+            return True
         self._close_tracking("STOPPED" if self.epoch < self.context.epochs else "FINISHED", None)
+        for earlier in self.closing:
+            if earlier.trial_id == self.trial_id:
+                # this trial was paused here and closed when another took the workers: that close must reach
+                # MLflow before the run reopens, or it lands after the trial's final state
+                earlier.wait(timeout=120)
         try:
             self._start_trial(new_config)
         except Exception:
             traceback.print_exc()
             return False  # Tune then starts a fresh actor
         return True
+
+    def _trial_spec(self) -> Any:
+        """What every rank needs to set the current trial up (``trainables.loop.TrialSpec``)."""
+        from trainables.loop import TrialSpec
+
+        ctx = self.context
+        return TrialSpec(workload=ctx.workload, params=self.params, data=ctx.data, seed=ctx.seed, epochs=ctx.epochs,
+                         out_dir=str(self.stage), threads=ctx.threads)
 
     def cleanup(self) -> None:
         """The actor goes away: close tracking (waiting for delivery), stop the Horovod workers."""
@@ -286,6 +324,22 @@ class HorovodTrainable(tune.Trainable):
         self.tracker = None
         if state == "FAILED":  # the actor may be torn down right after a failure: deliver the reason now
             self.closing.pop().wait(timeout=60)
+
+
+def _checkpoint_source(directory: Path) -> tuple[str, dict[str, Any]] | None:
+    """The trial that wrote checkpoint ``directory`` (its ``hpo_trial.txt``) and that trial's parameters (the
+    ranks' ``trial.json``), or None for a checkpoint without them."""
+    import json
+
+    try:
+        trial_id = (directory / "hpo_trial.txt").read_text().split()[0]
+    except (OSError, IndexError):
+        return None
+    try:
+        params = json.loads((directory / "trial.json").read_text()).get("params", {})
+    except (OSError, ValueError, AttributeError):
+        params = {}
+    return trial_id, dict(params)
 
 
 def _describe(exc: BaseException) -> str:
