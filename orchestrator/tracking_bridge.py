@@ -9,7 +9,6 @@ and Optuna's own plots of the study (history, importances, parallel coordinates,
 from __future__ import annotations
 
 import logging
-import shutil
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from orchestrator.state import CampaignDir, read_json, write_json
+from orchestrator.state import CampaignDir, write_json
 from trainables.errors import HpoError
 
 if TYPE_CHECKING:
@@ -38,6 +37,7 @@ class CampaignTracking:
     parent_run_id: str
     campaign: str
     uid: str
+    spool_dir: str  # the campaign's spool: journals of tracking operations not yet delivered
 
     @classmethod
     def start(cls, spec: CampaignSpec, cdir: CampaignDir, uri: str) -> CampaignTracking:
@@ -65,23 +65,28 @@ class CampaignTracking:
             f"MLflow: {redact(uri)}/#/experiments/{tracker.experiment}/runs/{parent} (experiment '{c.experiment}')"
         )
         return cls(uri=uri, experiment=c.experiment, experiment_id=tracker.experiment, parent_run_id=parent, campaign=c.name,
-                   uid=tracker.uid)
+                   uid=tracker.uid, spool_dir=str(cdir.spool_dir))
 
     def trial_info(self) -> dict[str, Any]:
         """What each trial needs to log (travels to the Ray actors)."""
         return {"uri": self.uri, "experiment_id": self.experiment_id, "parent_run_id": self.parent_run_id,
-                "campaign": self.campaign, "uid": self.uid}
+                "campaign": self.campaign, "uid": self.uid, "spool_dir": self.spool_dir}
 
-    def finish(self, spec: CampaignSpec, cdir: CampaignDir, outcome: RunOutcome) -> None:
-        """Summary table and study plots on the parent run; never raises (the campaign is over anyway)."""
-        from tracking.client import CampaignTracker
+    def finish(self, spec: CampaignSpec, cdir: CampaignDir, outcome: RunOutcome, timeout: float = 30) -> None:
+        """Summary table and study plots on the parent run, trial runs left RUNNING by killed processes closed;
+        journaled, waited for a bounded time, never raises (the campaign is over anyway)."""
+        from tracking.client import finish_campaign
 
         try:
-            tracker = CampaignTracker(self.uri, self.experiment, self.campaign, self.uid)
-            tracker.parent_run_id = self.parent_run_id
             images = study_plots(spec, cdir)
             summary = {"status": outcome.status, "message": outcome.message, "counts": outcome.counts, "best": outcome.best}
-            tracker.finish_campaign(outcome.status, summary, images)
+            states = {tid: str(r.get("state", "PAUSED")) for tid, r in cdir.trials().items()}
+            logger = finish_campaign(self.uri, self.experiment_id, self.parent_run_id, self.uid, outcome.status,
+                                     summary, images, trial_states=states, spool_dir=cdir.spool_dir, timeout=timeout)
+            if not logger.report.complete:
+                errors = (logger.report.errors or logger.orphans.errors or ["no answer in time"])[-1]
+                log.warning("the campaign's summary is not yet in MLflow (%s); `hpo sync %s` delivers it", errors,
+                            cdir.name)
         except Exception as exc:
             log.warning("could not write the campaign summary to MLflow: %s", exc)
 
@@ -129,21 +134,21 @@ def study_plots(spec: CampaignSpec, cdir: CampaignDir) -> list[Path]:
 class TrialTracking:
     """A trial's logging from inside its Ray actor (wraps :class:`tracking.client.TrialLogger`)."""
 
-    def __init__(self, logger: Any, trial_dir: Path, stage: Path | None = None) -> None:
+    def __init__(self, logger: Any) -> None:
         self.logger = logger
-        self.trial_dir = trial_dir  # the campaign's record of the trial (undelivered operations)
-        self.stage = stage  # the actor's local staging directory of uploads; removed once they are delivered
 
     @classmethod
-    def open(cls, info: dict[str, Any], *, trial_id: str, params: dict[str, Any], context: Any, trial_dir: Path,
+    def open(cls, info: dict[str, Any], *, trial_id: str, params: dict[str, Any], context: Any,
              stage: Path | None = None) -> TrialTracking:
-        """The trial's nested run (created, or reattached for a retried/resumed trial)."""
+        """The trial's nested run (created, or reattached for a retried/resumed trial), journaled in the
+        campaign's spool; ``stage`` holds the trial's files for upload and goes once they are delivered."""
         from tracking.client import TrialLogger
 
         logger = TrialLogger(info["uri"], info["experiment_id"], info["parent_run_id"], info["campaign"], trial_id, uid=info["uid"],
                              params={**params, "hpo.workers": context.workers, "hpo.cpus_per_worker": context.cpus_per_worker,
-                                     "hpo.gpus_per_worker": context.gpus_per_worker, "hpo.workload": context.workload})
-        return cls(logger, trial_dir, stage)
+                                     "hpo.gpus_per_worker": context.gpus_per_worker, "hpo.workload": context.workload},
+                             spool_dir=spool_here(info.get("spool_dir")), stage=stage)
+        return cls(logger)
 
     def log_placement(self, placement: Sequence[Any]) -> None:
         """Where the trial's ranks run, as tags: ``hpo.hosts`` (one hostname per rank) and ``hpo.rank.K``
@@ -164,11 +169,8 @@ class TrialTracking:
         """Plots and the exported model (logged as an MLflow pyfunc model)."""
         for plot in final.get("plots", []):
             self.logger.log_artifact(plot, "plots")
-        model_dir = final.get("model_dir")
-        if model_dir:
-            from tracking.models import log_exported_model
-
-            self.logger.enqueue("model", lambda c, run: log_exported_model(c, run, model_dir))
+        if final.get("model_dir"):
+            self.logger.log_model(final["model_dir"])
 
     def log_checkpoint(self, directory: Path, epoch: int) -> None:
         """The trial's last checkpoint, as artifacts under ``checkpoints/epoch-NNNN``."""
@@ -196,9 +198,10 @@ class TrialTracking:
         def number(value: Any) -> bool:
             return isinstance(value, int | float) and not isinstance(value, bool)
 
+        self.logger.rewind(epoch)  # a new lineage from this epoch on: its epochs are logged even where they repeat
         values = {f"hpo.pbt.{k}": float(v) for k, v in params.items() if number(v)}
         if values:
-            self.logger.log_epoch(epoch, values)  # the logger's own batch: no system metrics at this step
+            self.logger.log_metrics(epoch, values)  # not an epoch's results: never taken for a repeated epoch
         record = {"from": donor, "from_epoch": epoch, "perturbed": {k: [old, new] for k, (old, new) in perturbed.items()}}
         tags = {f"hpo.pbt.{k}": str(v)[:5000] for k, v in params.items() if not number(v)}
         tags["hpo.pbt.exploited_from"] = f"{donor} {epoch}"
@@ -210,25 +213,60 @@ class TrialTracking:
         self.logger.set_tags({"hpo.core_seconds": f"{core_seconds:.1f}", "hpo.gpu_seconds": f"{gpu_seconds:.1f}"})
         self.logger.finish(state, error)
 
-    def wait(self, timeout: float = 300) -> None:
-        """Wait (bounded) until everything is delivered; record what is not (the campaign reports it)."""
+    def wait(self, timeout: float = 300) -> bool:
+        """Wait (bounded) until everything is delivered; what is not stays in the spool. Returns whether all
+        arrived."""
         report = self.logger.close(timeout=timeout)
         if not report.complete:
-            log.warning("trial %s: %d tracking operations not delivered (%s)", self.logger.trial_id, report.pending,
-                        "; ".join(report.errors[-3:]))
-            write_json(self.trial_dir / UNDELIVERED, {"pending": report.pending, "errors": report.errors[-10:]})
-        elif self.stage is not None:
-            shutil.rmtree(self.stage, ignore_errors=True)
+            log.warning("trial %s: %d tracking operations not delivered yet (%s); they stay in the campaign's spool",
+                        self.logger.trial_id, report.pending, "; ".join(report.errors[-3:]))
+        return report.complete
+
+    @property
+    def alive(self) -> bool:
+        """Whether it is still delivering."""
+        return bool(self.logger.alive)
 
 
-UNDELIVERED = "tracking_undelivered.json"
+def spool_here(spool_dir: str | None) -> str | None:
+    """The campaign's spool when this node sees the campaign directory, else a spool on this node (whose journals
+    the next trial on this node delivers), with a warning."""
+    if not spool_dir:
+        return None
+    if Path(spool_dir).parent.is_dir():
+        return spool_dir
+    import tempfile
+
+    local = Path(tempfile.gettempdir()) / "hpo-spool" / Path(spool_dir).parent.name
+    log.warning("the campaign directory %s is not visible on this node: tracking is journaled in %s instead",
+                Path(spool_dir).parent, local)
+    return str(local)
+
+
+def stage_dir(spool_dir: str | None, trial_id: str) -> Path:
+    """A new directory for a trial's files to upload: in the spool next to its journal when there is one (so that
+    whoever delivers a killed trial's journal finds them), else on this node."""
+    import tempfile
+
+    base = Path(spool_dir) / "stage" if spool_dir else None
+    if base is not None:
+        base.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{trial_id}-", dir=base))
 
 
 def undelivered_note(cdir: CampaignDir) -> str:
-    """One sentence about tracking operations that never reached MLflow, or ''."""
-    found = sorted(cdir.trials_dir.glob(f"*/{UNDELIVERED}"))
-    if not found:
+    """One sentence about tracking operations held in the campaign's spool, or ''."""
+    from tracking.spool import pending_count
+
+    ops, runs = pending_count(cdir.spool_dir)
+    if not ops:
         return ""
-    pending = sum(int(read_json(path, {}).get("pending", 0)) for path in found)
-    return (f"; {pending} tracking operation(s) of {len(found)} trial(s) did not reach MLflow "
-            f"(see {cdir.trials_dir}/*/{UNDELIVERED})")
+    return (f"; {ops} tracking operation(s) of {runs} run(s) have not reached MLflow yet (held in {cdir.spool_dir}); "
+            f"`hpo sync {cdir.name}` delivers them")
+
+
+def sync(cdir: CampaignDir, *, deadline_s: float | None = None, progress: Any = None) -> Any:
+    """Deliver what the campaign's spool holds (``hpo sync``, ``hpo resume``); returns the delivery report."""
+    from tracking.spool import deliver_orphans
+
+    return deliver_orphans(cdir.spool_dir, deadline_s=deadline_s, progress=progress)

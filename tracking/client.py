@@ -6,24 +6,31 @@ one **parent run** per campaign (tags ``hpo.campaign``, ``hpo.role=campaign``, `
 ``hpo.role=trial``). A resumed campaign or a retried trial finds its run by these tags and reattaches to
 it, so nothing is duplicated.
 
-Tracking never kills a trial: a :class:`TrialLogger` puts every operation on an ordered queue that a
-background thread delivers, retrying with back-off while the server is unreachable. Metric timestamps
-are fixed when the operation is queued, so a re-sent batch cannot create a second point (MLflow's SQL
-store ignores exact duplicates). :meth:`TrialLogger.close` waits a bounded time and reports what it
-could not deliver.
+Tracking never kills a trial, and a killed process loses nothing it logged: a :class:`TrialLogger`
+writes every operation to the campaign's spool (fsynced JSON lines, :mod:`tracking.spool`) and puts it on
+an ordered queue that a background thread delivers, retrying transient errors with back-off while the
+server is unreachable and dropping, with a message, those that can never succeed (HTTP 4xx, a missing
+file). Metric timestamps are fixed when the operation is queued, so a re-sent batch cannot create a
+second point (MLflow's SQL store ignores exact duplicates). :meth:`RunLogger.close` waits a bounded time;
+what it could not deliver stays in the spool, where the next trial, ``hpo resume`` or ``hpo sync``
+delivers it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import queue
+import shutil
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from tracking.spool import SUFFIX, Deliverer, DeliveryReport, Journal, RunTarget, deliver_orphans
 
 log = logging.getLogger("hpo.tracking")
 
@@ -87,22 +94,100 @@ def log_params(mlflow_client: Any, run_id: str, params: Mapping[str, str]) -> No
         mlflow_client.log_batch(run_id, params=new[start:start + 100])
 
 
-@dataclass
-class DeliveryReport:
-    """What a logger delivered and what it could not."""
+class RunLogger:
+    """One MLflow run fed through an ordered background queue that is journaled to disk and retried.
 
-    delivered: int = 0
-    pending: int = 0
-    errors: list[str] = field(default_factory=list)
+    Every operation is written to the journal (``spool_dir``, see :mod:`tracking.spool`) before it counts as
+    queued; a background thread first delivers the orphan journals it finds there (a killed trial's, in
+    order), then this logger's operations. Nothing here blocks on the network or raises.
+
+    Args:
+        header: the run: ``uri``, ``experiment`` and either ``run_id`` or ``find``/``create_tags``/``params``.
+        spool_dir: where journals live (None: in memory only; what a killed process held is then lost).
+        key: name of the journal (with a time and the pid, unique).
+        stage: a directory of files staged for upload, deleted once everything is delivered.
+        retry_s: initial back-off while the server is unreachable (doubles up to ``max_retry_s``).
+        max_retry_s: longest wait between two attempts.
+    """
+
+    def __init__(self, header: Mapping[str, Any], *, spool_dir: str | Path | None = None, key: str = "run",
+                 stage: str | Path | None = None, retry_s: float = 1.0, max_retry_s: float = 10.0, label: str = "") -> None:
+        self.header = {**header, "stage": str(stage) if stage else None}
+        self.run_id: str | None = header.get("run_id")
+        self.spool_dir = Path(spool_dir) if spool_dir else None
+        self.stage = Path(stage) if stage else None
+        self.retry_s, self.max_retry_s, self.label = retry_s, max_retry_s, label
+        self.report = DeliveryReport()
+        self.orphans = DeliveryReport()  # what this logger delivered for killed processes before its own
+        self._journal = (Journal(self.spool_dir / f"{time.time_ns()}-{key}-{os.getpid()}{SUFFIX}", self.header)
+                         if self.spool_dir else None)
+        self._seq = 0
+        self._closed = False
+        self._queue: queue.Queue[tuple[int, dict[str, Any]] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._deliver, name=f"hpo-tracking{label}", daemon=True)
+        self._thread.start()
+
+    def submit(self, op: dict[str, Any]) -> None:
+        """Journal ``op`` (see :func:`tracking.spool.apply`) and queue it, in order with the rest."""
+        if self._closed:
+            log.warning("tracking%s: %s after the run was closed; ignored", self.label, op.get("what") or op["op"])
+            return
+        if self._journal is not None:
+            try:
+                seq = self._journal.append(op)
+            except OSError as exc:  # a full or vanished spool: still deliver, from memory
+                log.warning("tracking%s: cannot journal to %s (%s); delivering from memory", self.label,
+                            self._journal.path, exc)
+                self._journal = None
+                self._seq += 1
+                seq = self._seq
+        else:
+            self._seq += 1
+            seq = self._seq
+        self._queue.put((seq, op))
+
+    def end(self) -> None:
+        """Nothing more will be submitted: the delivery thread ends once it has delivered everything."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(None)
+
+    def close(self, timeout: float = 60.0) -> DeliveryReport:
+        """End the queue and wait up to ``timeout`` s for it to drain; report what is still undelivered (it
+        stays in the journal for the next trial, ``hpo resume`` or ``hpo sync``)."""
+        self.end()
+        self._thread.join(timeout)
+        self.report.pending = self._queue.qsize() + (1 if self._thread.is_alive() else 0)
+        return self.report
 
     @property
-    def complete(self) -> bool:
-        """Everything was delivered."""
-        return self.pending == 0
+    def alive(self) -> bool:
+        """Whether the delivery thread still runs."""
+        return self._thread.is_alive()
+
+    def _deliver(self) -> None:
+        if self.spool_dir is not None:
+            deliver_orphans(self.spool_dir, retry_s=self.retry_s, max_retry_s=self.max_retry_s, report=self.orphans)
+        deliverer = Deliverer(self.report, retry_s=self.retry_s, max_retry_s=self.max_retry_s, label=self.label)
+        run = RunTarget(self.run_id)
+        while True:
+            item = self._queue.get()
+            if item is None:
+                break
+            seq, op = item
+            deliverer.deliver(self.header, seq, op, run, reopen=True)
+            self.run_id = run.run_id
+            if self._journal is not None:
+                with contextlib.suppress(OSError):
+                    self._journal.ack(seq)
+        if self._journal is not None:
+            self._journal.close(complete=True)
+        elif self.stage is not None:
+            shutil.rmtree(self.stage, ignore_errors=True)
 
 
-class TrialLogger:
-    """One trial's nested run, fed through an ordered, retrying background queue.
+class TrialLogger(RunLogger):
+    """One trial's nested run: found by its campaign launch, trial id and role, created when missing.
 
     Args:
         uri: tracking URI.
@@ -112,122 +197,66 @@ class TrialLogger:
         trial_id: trial id (tag; the key for reattaching).
         params: the trial's parameters (logged once).
         tags: extra tags.
-        retry_s: initial back-off while the server is unreachable (doubles up to ``max_retry_s``).
-        max_retry_s: longest wait between two attempts.
+        uid: the campaign launch's identity (tag).
+        spool_dir, stage, retry_s, max_retry_s: see :class:`RunLogger`.
     """
 
     def __init__(self, uri: str, experiment: str, parent_run_id: str, campaign: str, trial_id: str,
                  params: Mapping[str, Any], tags: Mapping[str, str] | None = None, retry_s: float = 1.0,
-                 uid: str = "", max_retry_s: float = 10.0) -> None:
-        self.uri, self.experiment, self.parent_run_id = uri, experiment, parent_run_id
-        self.campaign, self.trial_id, self.uid = campaign, trial_id, uid
-        self.run_id: str | None = None
-        self.retry_s, self.max_retry_s = retry_s, max_retry_s
-        self.report = DeliveryReport()
-        self._queue: queue.Queue[tuple[str, Callable[[Any, str], None]] | None] = queue.Queue()
-        self._client: Any = None
-        self._thread = threading.Thread(target=self._deliver, name=f"hpo-tracking-{trial_id}", daemon=True)
-        self._params = flatten(dict(params))
-        self._tags = {TAG_CAMPAIGN: campaign, TAG_UID: uid, TAG_TRIAL: trial_id, TAG_ROLE: "trial",
-                      "mlflow.parentRunId": parent_run_id, "mlflow.runName": trial_id, **(tags or {})}
-        self._thread.start()
+                 uid: str = "", max_retry_s: float = 10.0, spool_dir: str | Path | None = None,
+                 stage: str | Path | None = None) -> None:
+        self.campaign, self.trial_id, self.uid, self.parent_run_id = campaign, trial_id, uid, parent_run_id
+        create_tags = {TAG_CAMPAIGN: campaign, TAG_UID: uid, TAG_TRIAL: trial_id, TAG_ROLE: "trial",
+                       "mlflow.parentRunId": parent_run_id, "mlflow.runName": trial_id, **(tags or {})}
+        header = {"uri": uri, "experiment": experiment, "run_name": trial_id, "create_tags": create_tags,
+                  "find": {TAG_UID: uid, TAG_TRIAL: trial_id, TAG_ROLE: "trial"}, "params": flatten(dict(params))}
+        super().__init__(header, spool_dir=spool_dir, key=f"trial-{trial_id}", stage=stage, retry_s=retry_s,
+                         max_retry_s=max_retry_s, label=f" for trial {trial_id}")
 
     # --- what trials call (never blocks on the network, never raises) ---------------------------------------
 
     def log_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
         """One ``log_batch`` with every metric of the epoch (step = epoch; timestamp fixed now)."""
-        from mlflow.entities import Metric
-
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, epoch) for k, v in metrics.items() if isinstance(v, (int, float))]
-        self.enqueue(f"epoch {epoch}", lambda c, run: c.log_batch(run, metrics=batch))
+        batch = [[k, float(v), now, epoch] for k, v in metrics.items() if isinstance(v, (int, float))]
+        self.submit({"op": "metrics", "what": f"epoch {epoch}", "epoch": epoch, "metrics": batch})
+
+    def log_metrics(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Metrics at ``step`` that are not an epoch's results (PBT's new values at the epoch it perturbed)."""
+        now = int(time.time() * 1000)
+        batch = [[k, float(v), now, step] for k, v in metrics.items() if isinstance(v, (int, float))]
+        self.submit({"op": "metrics", "what": f"metrics at step {step}", "metrics": batch})
+
+    def rewind(self, epoch: int) -> None:
+        """The trial continues from another lineage's checkpoint of ``epoch`` (a PBT exploit): its next epochs are
+        logged even where the run already has those steps (otherwise a repeated epoch keeps its first values)."""
+        self.submit({"op": "rewind", "what": f"rewind to epoch {epoch}", "rewind": epoch})
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        """More parameters (e.g. PBT's new values)."""
-        flat = flatten(dict(params))
-        self.enqueue("params", lambda c, run: log_params(c, run, flat))
+        """More parameters (MLflow keeps a parameter's first value; changed values belong in metrics or tags)."""
+        self.submit({"op": "params", "params": flatten(dict(params))})
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Tags on the trial's run."""
-        items = dict(tags)
-
-        def tag(c: Any, run: str) -> None:
-            for key, value in items.items():
-                c.set_tag(run, key, value)
-
-        self.enqueue("tags", tag)
+        self.submit({"op": "tags", "tags": {k: str(v) for k, v in tags.items()}})
 
     def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
-        """A directory's files as artifacts (plots, checkpoints, the model)."""
-        directory = str(local_dir)
-        self.enqueue(f"artifacts {artifact_path}", lambda c, run: c.log_artifacts(run, directory, artifact_path))
+        """A directory's files as artifacts (plots, checkpoints)."""
+        self.submit({"op": "artifacts", "what": f"artifacts {artifact_path}", "dir": str(local_dir), "path": artifact_path})
 
     def log_artifact(self, local_file: str | Path, artifact_path: str | None = None) -> None:
         """One file as an artifact."""
-        path = str(local_file)
-        self.enqueue(f"artifact {path}", lambda c, run: c.log_artifact(run, path, artifact_path))
+        self.submit({"op": "artifact", "what": f"artifact {local_file}", "file": str(local_file), "path": artifact_path})
+
+    def log_model(self, export_dir: str | Path) -> None:
+        """An exported model directory, as the run's MLflow pyfunc model."""
+        self.submit({"op": "model", "dir": str(export_dir)})
 
     def finish(self, state: str, error: str | None = None) -> None:
-        """Close the run: FINISHED, STOPPED (early, by the scheduler) or FAILED (with the error)."""
-        status = {"FINISHED": "FINISHED", "STOPPED": "KILLED", "FAILED": "FAILED"}.get(state, "FINISHED")
-
-        def end(c: Any, run: str) -> None:
-            c.set_tag(run, TAG_STATE, state)
-            if error:
-                c.set_tag(run, "hpo.error", error[:5000])
-            c.set_terminated(run, status=status)
-
-        self.enqueue(f"finish {state}", end)
-
-    def close(self, timeout: float = 60.0) -> DeliveryReport:
-        """Wait up to ``timeout`` s for the queue to drain; report what is still undelivered."""
-        self._queue.put(None)
-        self._thread.join(timeout)
-        self.report.pending = self._queue.qsize() + (1 if self._thread.is_alive() else 0)
-        return self.report
-
-    # --- delivery -----------------------------------------------------------------------------------------
-
-    def enqueue(self, what: str, op: Callable[[Any, str], None]) -> None:
-        """Queue ``op(client, run_id)`` (described by ``what`` in delivery errors), in order with the rest."""
-        self._queue.put((what, op))
-
-    def _ensure_run(self) -> str:
-        if self.run_id is None:
-            if self._client is None:
-                self._client = client(self.uri)
-            run_id = find_run(self._client, self.experiment,
-                              {TAG_UID: self.uid, TAG_TRIAL: self.trial_id, TAG_ROLE: "trial"})
-            if run_id is None:
-                run = self._client.create_run(self.experiment, tags=self._tags, run_name=self.trial_id)
-                run_id = str(run.info.run_id)
-            else:  # a retried or resumed trial: same run, running again
-                self._client.update_run(run_id, status="RUNNING")
-            log_params(self._client, run_id, self._params)
-            self.run_id = run_id
-        return self.run_id
-
-    def _deliver(self) -> None:
-        backoff = self.retry_s
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            what, op = item
-            while True:
-                try:
-                    run = self._ensure_run()
-                    op(self._client, run)
-                    self.report.delivered += 1
-                    backoff = self.retry_s
-                    break
-                except Exception as exc:  # the server is down or flapping: keep the order, wait, retry
-                    message = f"{what}: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
-                    if not self.report.errors or self.report.errors[-1] != message:
-                        self.report.errors.append(message)
-                        log.warning("tracking for trial %s delayed (%s); retrying", self.trial_id, message)
-                    time.sleep(backoff)
-                    backoff = min(backoff * 2, self.max_retry_s)
+        """Close the run: FINISHED, STOPPED (early, by the scheduler) or FAILED (with the error); an earlier
+        attempt's error moves to ``hpo.attempt_errors``. Nothing more is logged after this."""
+        self.submit({"op": "finish", "what": f"finish {state}", "state": state, "error": error})
+        self.end()
 
 
 class CampaignTracker:
@@ -264,15 +293,26 @@ class CampaignTracker:
         self.parent_run_id = run_id
         return run_id
 
-    def finish_campaign(self, status: str, summary: Mapping[str, Any], images: list[Path]) -> None:
-        """Summary table and plots on the parent run; its status."""
-        assert self.parent_run_id is not None
-        run = self.parent_run_id
-        self.client.log_dict(run, dict(summary), "summary.json")
-        for image in images:
-            self.client.log_artifact(run, str(image), "summary")
-        self.client.set_tag(run, TAG_STATE, status)
-        self.client.set_terminated(run, status={"finished": "FINISHED", "failed": "FAILED"}.get(status, "KILLED"))
+
+def finish_campaign(uri: str, experiment: str, parent_run_id: str, uid: str, status: str, summary: Mapping[str, Any],
+                    images: list[Path], *, trial_states: Mapping[str, str], spool_dir: str | Path | None = None,
+                    timeout: float = 60.0) -> RunLogger:
+    """The end of a campaign run on its parent run: the summary table and plots, trial runs that a killed process
+    left RUNNING closed with the state the campaign recorded (``trial_states``), and the parent's status.
+
+    Journaled like a trial's operations: what does not arrive within ``timeout`` s stays in ``spool_dir``. Returns
+    the logger (its ``report``, and ``orphans``: what it delivered first for killed processes).
+    """
+    logger = RunLogger({"uri": uri, "experiment": experiment, "run_id": parent_run_id}, spool_dir=spool_dir,
+                       key="campaign", label=" for the campaign's run")
+    logger.submit({"op": "dict", "what": "summary.json", "data": dict(summary), "file": "summary.json"})
+    for image in images:
+        logger.submit({"op": "artifact", "what": f"plot {image.name}", "file": str(image), "path": "summary"})
+    logger.submit({"op": "reconcile", "what": "trial runs left running", "experiment": experiment, "uid": uid,
+                   "states": dict(trial_states)})
+    logger.submit({"op": "finish", "what": f"campaign {status}", "state": status, "error": None})
+    logger.close(timeout)
+    return logger
 
 
 def file_facts(path: str) -> dict[str, Any]:

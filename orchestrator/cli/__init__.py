@@ -27,6 +27,7 @@ _COMMAND_MODULES = [
     "orchestrator.cli.stop",
     "orchestrator.cli.resume",
     "orchestrator.cli.extend",
+    "orchestrator.cli.sync",
     "orchestrator.cli.train",
     "orchestrator.cli.data",
     "orchestrator.cli.server",
