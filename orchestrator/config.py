@@ -43,6 +43,8 @@ def name_problem(value: str) -> str | None:
     (:meth:`orchestrator.state.CampaignDir.of`): a name is a directory under the campaigns directory and an
     MLflow experiment, so it has no path separator and is never ``.`` or ``..``.
     """
+    if len(value) > 128:
+        return f"must be at most 128 characters (it names a directory and an MLflow experiment), but has {len(value)}"
     if _NAME.fullmatch(value):
         return None
     return (f"must be letters, digits, '_', '-' or '.', starting with a letter or digit (it names a directory and "
@@ -219,11 +221,15 @@ class TrialSection(_Strict):
                     "node's Ray address)",
     )
     rendezvous_timeout: float = Field(120, description="Gloo rendezvous timeout: '2m', '90s' or seconds")
+    epoch_timeout: float | None = Field(
+        None, description="deadline of one epoch ('10m', '90s' or seconds): a rank that misses it is taken for hung, "
+                          "the attempt fails naming it and the trial is retried (default: no deadline)",
+    )
 
-    @field_validator("rendezvous_timeout", mode="before")
+    @field_validator("rendezvous_timeout", "epoch_timeout", mode="before")
     @classmethod
-    def _rendezvous_duration(cls, value: Any) -> Any:
-        return parse_duration(value)
+    def _durations(cls, value: Any) -> Any:
+        return None if value is None else parse_duration(value)
 
     @field_validator("nics")
     @classmethod

@@ -5,6 +5,7 @@ keep failing, and renders a live rich table in a terminal or a notebook.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import time
@@ -23,6 +24,8 @@ from orchestrator.state import CampaignDir, TrialState
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
     from rich.live import Live
+
+log = logging.getLogger("hpo")
 
 #: Live displays by campaign name. Tune pickles callbacks into its experiment state (and a restored run
 #: unpickles them), so the monitor looks its display up here instead of holding it.
@@ -132,8 +135,10 @@ class CampaignMonitor(Callback):
         """A trial ended without error: all epochs done, or stopped by the scheduler."""
         record = self._record(trial)
         epochs = int((trial.last_result or {}).get("training_iteration", record.get("epoch", 0)) or 0)
-        record["state"] = TrialState.FINISHED if epochs >= self.epochs else TrialState.STOPPED
-        record["ended"] = time.time()
+        state = TrialState.FINISHED if epochs >= self.epochs else TrialState.STOPPED
+        if record.get("state") != state or "ended" not in record:  # a restored finished trial is not re-ended
+            record["ended"] = time.time()
+        record["state"] = state
         record["objectives"] = [_finite((trial.last_result or {}).get(m)) for m in self.metrics]
         self.consecutive_failures = 0
         self._changed(force=True)
@@ -144,6 +149,8 @@ class CampaignMonitor(Callback):
         record["retries"] = record.get("retries", 0) + 1
         record["state"] = TrialState.PENDING
         record["last_error"] = _error_text(trial)
+        log.warning("trial %s failed (attempt %d), retried from its last checkpoint: %s", trial.trial_id,
+                    record["retries"], record["last_error"])
         self._changed(force=True)
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
@@ -152,6 +159,7 @@ class CampaignMonitor(Callback):
         record["state"] = TrialState.FAILED
         record["ended"] = time.time()
         record["error"] = self.last_error = _error_text(trial)
+        log.error("trial %s failed for good: %s", trial.trial_id, record["error"])
         self.consecutive_failures += 1
         self._changed(force=True)
 
@@ -165,6 +173,16 @@ class CampaignMonitor(Callback):
             record = self._record(trial)
             if record["state"] == TrialState.RUNNING:
                 record["state"] = TrialState.PAUSED  # interrupted: resumable from its last checkpoint
+        # A trial the driver started just before it was killed, after Tune's last snapshot of the run: the restored
+        # run does not know it, so nothing will ever continue it (Tune ran another trial in its place)
+        known = {trial.trial_id for trial in trials}
+        for trial_id, record in self.records.items():
+            if record.get("run") == self.run and trial_id not in known and record.get("state") in (
+                    TrialState.PENDING, TrialState.RUNNING, TrialState.PAUSED):
+                record.update(state=TrialState.FAILED, ended=time.time(), error=(
+                    "lost: the driver was killed before Ray Tune recorded this trial, so the resumed run could not "
+                    "continue it; another trial took its place in the budget"))
+                log.warning("trial %s: %s", trial_id, record["error"])
         self._changed(force=True)
 
     # --- state -----------------------------------------------------------------------------------

@@ -38,8 +38,9 @@ from orchestrator.progress import (
     trial_done,
 )
 from orchestrator.state import CampaignDir, TrialState
-from orchestrator.tracking_bridge import undelivered_note
+from orchestrator.tracking_bridge import CampaignTracking, sync, undelivered_note
 from orchestrator.trainable import HorovodTrainable, TrialContext
+from tracking.credentials import redact, redact_text
 from trainables.errors import HpoError
 
 if TYPE_CHECKING:
@@ -120,6 +121,7 @@ def _trainable(spec: CampaignSpec, cdir: CampaignDir, tracking: dict[str, Any] |
         gpus_per_worker=c.trial.gpus_per_worker, threads=c.trial.threads or max(1, int(c.trial.cpus_per_worker)),
         trials_dir=str(cdir.trials_dir), tracking=tracking, metrics=tuple(o.metric for o in c.search.objective),
         rendezvous_timeout_s=int(c.trial.rendezvous_timeout), nics=tuple(c.trial.nics or ()),
+        epoch_timeout_s=c.trial.epoch_timeout,
     )
     bundle: dict[str, float] = {"CPU": c.trial.cpus_per_worker}
     if c.trial.gpus_per_worker:
@@ -301,35 +303,69 @@ def _preflight(spec: CampaignSpec) -> None:
 
 def _run(spec: CampaignSpec, cdir: CampaignDir, prepared: Prepared, *, run: str, trials: int, progress: bool,
          restore: bool = False, reuse_actors: bool = True) -> RunOutcome:
-    """One Tune run of the campaign, holding the driver lock; the state says how it ended, also on an error."""
-    from orchestrator.tracking_bridge import CampaignTracking
-
+    """One Tune run of the campaign, holding the driver lock; the state and the parent run say how it ended, also
+    on an error (then both say it crashed, and why)."""
     # `hpo stop` sends SIGUSR1. Tune handles it during fit(); before that, our handler notes it (the default
     # action would kill the driver without saving anything).
     stop_requested = threading.Event()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGUSR1, lambda *_: stop_requested.set())
     cdir.acquire()
-    try:
-        tracking = CampaignTracking.start(spec, cdir, prepared.tracking_uri)
-        cdir.update_state(status="running", tracking_uri=tracking.uri, storage=prepared.storage,
-                          cluster=prepared.cluster.describe())
-        started = time.time()
-        fit_seconds = _fit(spec, cdir, prepared, tracking, run=run, trials=trials, progress=progress, restore=restore,
-                           reuse_actors=reuse_actors, stop_requested=stop_requested)
-    except BaseException:
-        cdir.update_state(status="crashed", driver_pid=None)
-        cdir.release()
-        raise
-    try:
-        outcome = _outcome(spec, cdir, run, trials, started)
-        outcome.fit_seconds = fit_seconds
-        outcome.message += undelivered_note(cdir)
-        cdir.update_state(status=outcome.status, message=outcome.message, driver_pid=None)
-        tracking.finish(spec, cdir, outcome)
-    finally:
-        cdir.release()
+    tracking: CampaignTracking | None = None
+    with _driver_log(cdir):
+        log.info("%s of campaign '%s' (run %s, %d trials) on %s", "resume" if restore else "run", cdir.name, run, trials,
+                 prepared.cluster.describe())
+        try:
+            tracking = CampaignTracking.start(spec, cdir, prepared.tracking_uri)
+            cdir.update_state(status="running", tracking_uri=redact(tracking.uri), storage=redact(prepared.storage),
+                              cluster=prepared.cluster.describe())
+            if restore:  # what killed processes journaled but never delivered goes first, in order
+                report = sync(cdir, deadline_s=60)
+                log.info("delivered %d tracking operation(s) left in the spool; %d still held", report.delivered,
+                         report.pending)
+            started = time.time()
+            fit_seconds = _fit(spec, cdir, prepared, tracking, run=run, trials=trials, progress=progress,
+                               restore=restore, reuse_actors=reuse_actors, stop_requested=stop_requested)
+        except BaseException as exc:
+            # the campaign's state and its MLflow run both say it crashed, and why; `hpo resume` continues it
+            log.exception("campaign '%s' crashed", cdir.name)
+            reason = redact_text(f"{type(exc).__name__}: {exc}")[:500]
+            cdir.update_state(status="crashed", driver_pid=None, message=f"crashed: {reason}")
+            if tracking is not None:
+                tracking.finish(spec, cdir, RunOutcome("crashed", reason), timeout=10)
+            cdir.release()
+            raise
+        try:
+            outcome = _outcome(spec, cdir, run, trials, started)
+            outcome.fit_seconds = fit_seconds
+            cdir.update_state(status=outcome.status, message=outcome.message, driver_pid=None)
+            tracking.finish(spec, cdir, outcome)
+            outcome.message += undelivered_note(cdir)
+            log.info("%s", outcome.message)
+        finally:
+            cdir.release()
     return outcome
+
+
+@contextlib.contextmanager
+def _driver_log(cdir: CampaignDir) -> Iterator[None]:
+    """Append the driver's log (ours and Ray Tune's, INFO and up) to ``CAMPAIGN/driver.log`` inside the block."""
+    handler = logging.FileHandler(cdir.driver_log, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    loggers = [logging.getLogger("hpo"), logging.getLogger("ray.tune")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        if lg.getEffectiveLevel() > logging.INFO:
+            lg.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.removeHandler(handler)
+            lg.setLevel(level)
+        handler.close()
 
 
 def _fit(spec: CampaignSpec, cdir: CampaignDir, prepared: Prepared, tracking: Any, *, run: str, trials: int,
@@ -338,6 +374,10 @@ def _fit(spec: CampaignSpec, cdir: CampaignDir, prepared: Prepared, tracking: An
     from ray import tune
 
     monitor = _monitor(spec, cdir, run, trials)
+    # Tune snapshots the run (which trials exist, which finished, their checkpoints) at most every 10 s by default:
+    # a driver killed in between comes back to an older run, which re-runs the end of trials finished since and
+    # forgets trials started since. A snapshot a second keeps that window short (they are small here).
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     with _live(cdir.name, progress):
         run_path = f"{prepared.storage}/{run}"
         if restore and tune.Tuner.can_restore(run_path):

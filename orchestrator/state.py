@@ -8,7 +8,9 @@ Layout (everything a campaign needs to be listed, inspected, stopped, resumed or
     study.db          the Optuna study (SQLite): every trial ever run, so samplers warm-start on extend
     tune/RUN/         Ray Tune's experiment directory of each run (what resume restores)
     trials/TRIAL/     each trial's output: checkpoints, plots, exported model
-    spool/            tracking operations not yet delivered to MLflow
+    spool/            journals of tracking operations not yet delivered to MLflow (tracking/spool.py),
+                      and the files they upload
+    driver.log        the driver's log: runs, resumes, trial failures, tracking delays, how each run ended
     tracking.json     MLflow URI, experiment and parent run id (read by ``hpo best``/``hpo promote``)
     driver.lock       locked (flock) by the live driver, from whichever host it runs on
 
@@ -166,6 +168,7 @@ class CampaignDir:
     spool_dir = property(lambda self: self.root / "spool")
     tracking_file = property(lambda self: self.root / "tracking.json")
     lock_file = property(lambda self: self.root / "driver.lock")
+    driver_log = property(lambda self: self.root / "driver.log")
 
     @property
     def study_url(self) -> str:

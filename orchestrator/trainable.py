@@ -31,6 +31,7 @@ from typing import Any
 
 from ray import tune
 
+from orchestrator.tracking_bridge import spool_here, stage_dir
 from trainables.data.spec import DataConfig
 
 
@@ -49,9 +50,10 @@ class TrialContext:
     gpus_per_worker: float
     threads: int | None
     trials_dir: str
-    tracking: dict[str, Any] | None = None  # {"uri", "experiment", "parent_run_id", "spool_dir"}
+    tracking: dict[str, Any] | None = None  # CampaignTracking.trial_info(): uri, experiment, parent run, spool
     metrics: tuple[str, ...] = field(default_factory=tuple)
     rendezvous_timeout_s: int = 120  # Gloo's rendezvous and Horovod's start (trial.rendezvous_timeout)
+    epoch_timeout_s: float | None = None  # deadline of one epoch on every rank (trial.epoch_timeout); None: none
     nics: tuple[str, ...] = ()  # network interfaces the ranks may use (trial.nics); () each node's Ray address
 
 
@@ -119,7 +121,7 @@ class HorovodTrainable(tune.Trainable):
         self.context = context
         self.workers: Any = None
         self.tracker: Any = None
-        self.closing: list[Any] = []  # finished trials' trackers still delivering in the background
+        self.closing: list[Any] = []  # finished trials' trackers still delivering in the background (pruned)
         self._start_trial(config)
 
     # --- trial lifecycle ---------------------------------------------------------------------------
@@ -129,14 +131,18 @@ class HorovodTrainable(tune.Trainable):
 
         ctx = self.context
         self.params = {**ctx.fixed_params, **config}
-        # staging for uploads, on this actor's node (the campaign directory may be on another one)
-        self.stage = Path(tempfile.mkdtemp(prefix=f"hpo-{self.trial_id}-"))
+        # staging for uploads: next to the trial's tracking journal in the campaign's spool, so that whoever
+        # delivers the journal of a killed actor finds them; on this node when nothing is tracked
+        self.stage = stage_dir(spool_here((ctx.tracking or {}).get("spool_dir")), self.trial_id)
         self.epoch = 0
         self.finished_state: str | None = None
         self.trial_started = time.time()
         self.busy_s = 0.0  # time inside epochs (for core-seconds)
         self.timing = {"hpo.setup_s": 0.0, "hpo.save_s": 0.0, "hpo.finalize_s": 0.0}  # the rest of the trial's time
         self.last_save: tuple[int, bytes] | None = None  # (epoch, checkpoint archive) of the latest save
+        # an epoch's metrics go to MLflow once its checkpoint exists: a retry restarts from that checkpoint, so no
+        # step is ever logged twice (an epoch trained but not checkpointed is trained, and logged, again)
+        self.unlogged: list[tuple[int, dict[str, float]]] = []
         if self.workers is None:
             self.workers = RayWorkers(
                 num_workers=ctx.workers, cpus_per_worker=ctx.cpus_per_worker, gpus_per_worker=ctx.gpus_per_worker,
@@ -144,28 +150,20 @@ class HorovodTrainable(tune.Trainable):
             )
             self.workers.start()
         spec = self._trial_spec()
-        self.tracker = self._open_tracking()
-        if self.tracker is not None:
-            self.tracker.log_placement(self.workers.placement)
-        try:
-            self.workers.run(_rank_setup, args=[spec])
-        except Exception as exc:
-            self._close_tracking("FAILED", _describe(exc))
-            raise
+        # the trial's run opens when the trial trains (its first step or restore), not here: Tune may set up an actor
+        # for a trial and then discard it for a cached one, and that actor's cleanup must not touch the run
+        self.tracker = None
+        self._on_ranks(_rank_setup, [spec], what="the trial's setup", setup=True)
         self.timing["hpo.setup_s"] = time.time() - self.trial_started
 
     def step(self) -> dict[str, Any]:
         """Train and validate one epoch on every rank; report rank 0's (rank-averaged) metrics."""
         started = time.time()
-        try:
-            metrics = self.workers.run(_rank_epoch)[0]
-        except Exception as exc:
-            self._close_tracking("FAILED", _describe(exc))
-            raise
+        self._tracking()
+        metrics = self._on_ranks(_rank_epoch, what=f"epoch {self.epoch + 1}")[0]
         self.busy_s += time.time() - started
         self.epoch += 1
-        if self.tracker is not None:
-            self.tracker.log_epoch(self.epoch, metrics)
+        self.unlogged.append((self.epoch, metrics))
         done = self.epoch >= self.context.epochs
         result: dict[str, Any] = {**metrics, "hpo.core_seconds": self._core_seconds(), "hpo.trial_busy_s": self.busy_s}
         if done:
@@ -180,7 +178,7 @@ class HorovodTrainable(tune.Trainable):
     def _finish_trial(self) -> dict[str, Any]:
         """All epochs done: final metrics, plots and the exported model, logged to tracking."""
         started = time.time()
-        final = self.workers.run(_rank_finalize)[0]
+        final = self._on_ranks(_rank_finalize, what="the final validation and export")[0]
         out = self.stage / "final"
         with tarfile.open(fileobj=io.BytesIO(final.pop("archive")), mode="r") as tar:
             tar.extractall(out, filter="data")
@@ -191,6 +189,19 @@ class HorovodTrainable(tune.Trainable):
         self.timing["hpo.finalize_s"] = time.time() - started
         self._close_tracking("FINISHED", None)  # its final checkpoint save counts in hpo.save_s
         return {k: v for k, v in final.get("metrics", {}).items() if isinstance(v, (int, float))}
+
+    def _on_ranks(self, fn: Any, args: list[Any] | None = None, *, what: str, setup: bool = False) -> list[Any]:
+        """``fn`` on every rank, within ``trial.epoch_timeout`` (plus the rendezvous time for a setup, which may
+        start Horovod). A failure closes the trial's run as FAILED with the reason, then raises (Tune retries)."""
+        timeout = self.context.epoch_timeout_s
+        if timeout is not None and setup:
+            timeout += self.context.rendezvous_timeout_s
+        try:
+            return self.workers.run(fn, args=args, timeout=timeout, what=what)
+        except Exception as exc:
+            self._tracking()  # a trial that fails in its setup still gets its run, with the reason
+            self._close_tracking("FAILED", _describe(exc))
+            raise
 
     def _core_seconds(self) -> float:
         ctx = self.context
@@ -204,12 +215,21 @@ class HorovodTrainable(tune.Trainable):
             blob = self.last_save[1]  # this state was saved already (the trial's final save, then Tune's)
         else:
             started = time.time()
-            blob = next(b for b in self.workers.run(_rank_save) if b is not None)
+            blob = next(b for b in self._on_ranks(_rank_save, what=f"the checkpoint of epoch {self.epoch}") if b is not None)
             self.last_save = (self.epoch, blob)
             self.timing["hpo.save_s"] += time.time() - started
         with tarfile.open(fileobj=io.BytesIO(blob), mode="r") as tar:
             tar.extractall(checkpoint_dir, filter="data")
         Path(checkpoint_dir, "hpo_trial.txt").write_text(f"{self.trial_id} {self.epoch}\n")
+        self._log_checkpointed()
+
+    def _log_checkpointed(self) -> None:
+        """The metrics of the epochs up to the one just checkpointed, to tracking (see ``unlogged``)."""
+        if self.tracker is not None:
+            for epoch, metrics in self.unlogged:
+                if epoch <= self.epoch:
+                    self.tracker.log_epoch(epoch, metrics)
+        self.unlogged = [(e, m) for e, m in self.unlogged if e > self.epoch]
 
     def load_checkpoint(self, checkpoint: Any) -> None:
         """Send the checkpoint to every rank and continue from its epoch.
@@ -218,6 +238,7 @@ class HorovodTrainable(tune.Trainable):
         hyperparameters PBT gave it (:meth:`reset_config`); the new values and where they came from go to
         tracking (:meth:`TrialTracking.log_perturbation`), since MLflow keeps a parameter's first value.
         """
+        self._tracking()
         directory = Path(checkpoint if isinstance(checkpoint, (str, os.PathLike)) else checkpoint["path"])
         source = _checkpoint_source(directory)
         buffer = io.BytesIO()
@@ -226,9 +247,11 @@ class HorovodTrainable(tune.Trainable):
                 if item.name != "hpo_trial.txt":
                     tar.add(item, arcname=item.name)
         blob = buffer.getvalue()
-        epochs = self.workers.run(_rank_restore, args=[blob])
+        epochs = self._on_ranks(_rank_restore, [blob], what="restoring a checkpoint")
         self.epoch = int(epochs[0])
         self.last_save = (self.epoch, blob)
+        # epochs trained after the checkpoint are gone with the state they led to; they are trained again
+        self.unlogged = [(e, m) for e, m in self.unlogged if e <= self.epoch]
         if source is not None and source[0] != self.trial_id and self.tracker is not None:
             donor_params = source[1]
             searched = {k: self.params[k] for k in self.config if k in self.params}
@@ -281,8 +304,10 @@ class HorovodTrainable(tune.Trainable):
     def cleanup(self) -> None:
         """The actor goes away: close tracking (waiting for delivery), stop the Horovod workers."""
         self._close_tracking("STOPPED" if self.epoch < self.context.epochs else "FINISHED", None)
+        # one deadline for all of them: whatever is not delivered by then stays in the campaign's spool
+        deadline = time.time() + 30
         for tracker in self.closing:
-            tracker.wait()
+            tracker.wait(timeout=max(1.0, deadline - time.time()))
         self.closing.clear()
         if self.workers is not None:
             self.workers.shutdown()
@@ -290,21 +315,25 @@ class HorovodTrainable(tune.Trainable):
 
     # --- tracking --------------------------------------------------------------------------------------
 
-    def _open_tracking(self) -> Any:
+    def _tracking(self) -> Any:
+        """The current trial's tracking, opened (with where its ranks run) on first use; None when not tracked."""
         tracking = self.context.tracking
-        if not tracking:
-            return None
-        from orchestrator.tracking_bridge import TrialTracking
+        if self.tracker is None and tracking and self.finished_state is None:
+            from orchestrator.tracking_bridge import TrialTracking
 
-        return TrialTracking.open(tracking, trial_id=self.trial_id, params=self.params, context=self.context,
-                                  trial_dir=Path(self.context.trials_dir) / self.trial_id, stage=self.stage)
+            self.tracker = TrialTracking.open(tracking, trial_id=self.trial_id, params=self.params, context=self.context,
+                                              stage=self.stage)
+            self.tracker.log_placement(self.workers.placement)
+        return self.tracker
 
     def _close_tracking(self, state: str, error: str | None) -> None:
         if self.tracker is None or self.finished_state is not None:
-            if self.context.tracking is None:
-                shutil.rmtree(self.stage, ignore_errors=True)  # nothing is uploaded from it
+            if self.tracker is None and self.finished_state is None:
+                shutil.rmtree(self.stage, ignore_errors=True)  # never opened: nothing was queued from it
             return
         self.finished_state = state
+        if state != "FINISHED":  # not over for Tune (paused, exploited by PBT, interrupted, retried): it trains
+            self.unlogged = []  # the epochs after its last checkpoint again, and they are logged then
         if state != "FAILED" and self.workers is not None and self.epoch > 0:
             # the trial's last state, saved here: Tune moves its own checkpoint directories into its storage
             # (and rotates them) as soon as they are written, so they cannot be uploaded in the background
@@ -319,11 +348,12 @@ class HorovodTrainable(tune.Trainable):
                 self.tracker.log_checkpoint(kept, self.epoch)
         self.tracker.finish(state, error, core_seconds=self._core_seconds(),
                             gpu_seconds=self.busy_s * self.context.workers * self.context.gpus_per_worker)
-        # the next trial need not wait for this one's uploads (model, plots): they finish in the background
-        self.closing.append(self.tracker)
+        # the next trial need not wait for this one's uploads (model, plots): they finish in the background, and
+        # each tracker's thread ends once it has delivered everything
+        self.closing = [t for t in self.closing if t.alive] + [self.tracker]
         self.tracker = None
         if state == "FAILED":  # the actor may be torn down right after a failure: deliver the reason now
-            self.closing.pop().wait(timeout=60)
+            self.closing.pop().wait(timeout=30)
 
 
 def _checkpoint_source(directory: Path) -> tuple[str, dict[str, Any]] | None:

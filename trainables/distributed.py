@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -363,6 +364,22 @@ def _tail(path: str, size: int = 64 * 1024) -> str:
         return ""
 
 
+def _process_state(pid: int) -> str | None:
+    """psutil's status of process ``pid`` on this node ("stopped", "zombie", "running", ...), or "gone"."""
+    import psutil
+
+    try:
+        return str(psutil.Process(pid).status())
+    except psutil.NoSuchProcess:
+        return "gone"
+
+
+def _kill_process(pid: int) -> None:
+    """SIGKILL process ``pid`` on this node (a stopped process cannot handle anything gentler)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)
+
+
 class RayWorkers:
     """Horovod ranks as Ray actors in the current placement group (``horovod.ray.RayExecutor``).
 
@@ -407,11 +424,17 @@ class RayWorkers:
         adapter = getattr(self._executor, "adapter", None)
         return list(getattr(adapter, "workers", []) or [])
 
-    def run(self, fn: Callable[..., Any], args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None) -> list[Any]:
+    def run(self, fn: Callable[..., Any], args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None, *,
+            timeout: float | None = None, what: str = "") -> list[Any]:
         """Run ``fn`` on every rank; return the results in rank order.
 
+        Args:
+            timeout: seconds every rank has to finish (None: no deadline). A rank that misses it is taken for
+                hung: the ranks still running are killed, and the error names them.
+            what: what ``fn`` does, for that error ("epoch 3").
+
         Raises:
-            TrialError: a rank raised or died; the message names it (see the class docstring).
+            TrialError: a rank raised, died or missed the deadline; the message names it (see the class docstring).
         """
         import ray
 
@@ -419,9 +442,45 @@ class RayWorkers:
             raise HpoError("RayWorkers.run called before start()")
         refs = self._executor.run_remote(fn, args=list(args or []), kwargs=dict(kwargs or {}))
         try:
-            return list(ray.get(refs))
+            return list(ray.get(refs, timeout=timeout))
+        except ray.exceptions.GetTimeoutError:
+            raise TrialError(self._hung(refs, timeout or 0, what)) from None
         except ray.exceptions.RayError as exc:
             raise TrialError(self._diagnose(refs, exc)) from exc
+
+    def _hung(self, refs: Sequence[Any], timeout: float, what: str) -> str:
+        """One line about ranks that missed a deadline: the stopped or dead ones first (the others wait for them in
+        a collective); then kill every rank still running, so that the retry starts on fresh ones."""
+        import ray
+
+        _, waiting = ray.wait(list(refs), num_returns=len(refs), timeout=0)
+        late = [i for i, ref in enumerate(refs) if ref in waiting]
+        states = self._on_nodes(_process_state, late)
+        culprits = [i for i in late if states.get(i) not in ("running", "sleeping", "disk-sleep", None)]
+        blamed = culprits or late
+        described = ", ".join(f"{self._where(i)} (pid {self.placement[i].pid if i < len(self.placement) else '?'}, "
+                              f"{states.get(i) or 'state unknown'})" for i in blamed)
+        others = [i for i in late if i not in blamed]
+        waiting_text = f"; rank(s) {', '.join(map(str, others))} waited for it" if others else ""
+        self._on_nodes(_kill_process, late)
+        return (f"{what or 'the ranks'} did not finish within {timeout:g} s (trial.epoch_timeout): "
+                f"{described}{waiting_text}")
+
+    def _on_nodes(self, fn: Callable[[int], Any], ranks: Sequence[int]) -> dict[int, Any]:
+        """``fn(pid)`` for each rank in ``ranks``, run on that rank's node; rank -> result (None where it failed)."""
+        return {i: self._on_node(i, fn, self.placement[i].pid) for i in ranks if i < len(self.placement)}
+
+    def _on_node(self, index: int, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` run on the node of rank ``index``; None when that node cannot answer."""
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        task = ray.remote(num_cpus=0, max_retries=0)(fn).options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(self.placement[index].node_id, soft=False))
+        try:
+            return ray.get(task.remote(*args), timeout=30)
+        except Exception:  # the node went away while asked
+            return None
 
     def _diagnose(self, refs: Sequence[Any], first: BaseException) -> str:
         """One line: which rank failed first, where, and why (a death beats the errors it caused in its peers)."""
@@ -457,7 +516,6 @@ class RayWorkers:
     def _death_reason(self, index: int, exc: BaseException) -> str:
         """The first telling line of the dead rank's stderr, read on its node; or that the node is gone."""
         import ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         if index >= len(self.placement):
             return _innermost(exc)
@@ -465,12 +523,7 @@ class RayWorkers:
         if not any(n["NodeID"] == p.node_id and n["Alive"] for n in ray.nodes()):
             return f"its node {p.host} ({p.address}) was lost"
         if p.log:
-            reader = ray.remote(num_cpus=0, max_retries=0)(_tail).options(
-                scheduling_strategy=NodeAffinitySchedulingStrategy(p.node_id, soft=False))
-            try:
-                line = first_error_line(ray.get(reader.remote(p.log), timeout=30))
-            except Exception:  # the node went away while asked
-                line = None
+            line = first_error_line(self._on_node(index, _tail, p.log) or "")
             if line:
                 return line
         return _innermost(exc)

@@ -42,6 +42,7 @@ def command(name: str, k: int, tracking_uri: str | None, campaigns_dir: str | No
     from rich.console import Console
     from rich.table import Table
 
+    from tracking.credentials import redact
     from tracking.registry import best_trials, campaign_runs
 
     uri, experiment, parent = tracking_target(name, campaigns_dir, tracking_uri)
@@ -50,7 +51,7 @@ def command(name: str, k: int, tracking_uri: str | None, campaigns_dir: str | No
     if len(objectives) > 1:
         ranked, ranks = pareto_ranked(uri, experiment, name, objectives, parent)
         title = ", ".join(f"{o['metric']} ({o['mode']})" for o in objectives)
-        table = Table(title=f"best trials of {name} by Pareto rank over {title} — {uri}", title_justify="left")
+        table = Table(title=f"best trials of {name} by Pareto rank over {title} — {redact(uri)}", title_justify="left")
         for col in ("#", "Pareto rank", "trial", *[o["metric"] for o in objectives], "state", "parameters", "run id", "model"):
             table.add_column(col, overflow="fold")
         for i, (r, rank) in enumerate(zip(ranked[:k], ranks[:k], strict=True), 1):
@@ -59,7 +60,7 @@ def command(name: str, k: int, tracking_uri: str | None, campaigns_dir: str | No
         console.print(table if ranked else f"campaign {name} has no trial with {title} yet")
         return
     ranked, objective = best_trials(uri, experiment, name, k, parent_run_id=parent)
-    table = Table(title=f"best trials of {name} by {objective['metric']} ({objective['mode']}) — {uri}", title_justify="left")
+    table = Table(title=f"best trials of {name} by {objective['metric']} ({objective['mode']}) — {redact(uri)}", title_justify="left")
     for col in ("#", "trial", objective["metric"], "state", "parameters", "run id", "model"):
         table.add_column(col, overflow="fold")
     for i, r in enumerate(ranked, 1):
