@@ -12,7 +12,8 @@ actor_kill           SIGKILL the trial's trainable actor; same
 rank_hang            SIGSTOP one rank (``trial.epoch_timeout: 20s``); same
 driver_kill          SIGKILL the driver's whole session, then ``hpo resume``; same
 tracking_outage      SIGKILL the MLflow server for ``--outage`` s, then restart it; recovered when the spool
-                     holds nothing again (everything journaled during the outage delivered)
+                     holds nothing again (everything journaled during the outage delivered), counted
+                     from the restart command (the server's own start included)
 tracking_at_end      SIGKILL the MLflow server until the campaign has ended, restart it, ``hpo sync``;
                      recovered when ``hpo sync`` returns
 ===================  =====================================================================================
@@ -97,8 +98,9 @@ def run_cell(fault: str, repeat: int, rng: random.Random, work: Path, data: Path
             stop_group(server.pid)
         if fault == "tracking_outage":
             time.sleep(outage)
+            row["held_at_restart"] = pending_count(campaign.root / name / "spool")[0]
+            back = time.time()  # recovery counts the server's own start: a user waits for it too
             server = start_server(directory=Path(server.log).parent, port=server.port)
-            back = time.time()
             deadline = back + 300
             while pending_count(campaign.root / name / "spool")[0] and time.time() < deadline:
                 time.sleep(0.2)
@@ -150,7 +152,7 @@ def main() -> None:
     from tracking.server import free_port, start_server, stop_group
     from trainables.data.generate import write_calo
 
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=160)
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="hpo-chaos-", dir="/var/tmp"))
     data = write_calo(work / "calo.h5", events=1200, seed=5, progress=False)

@@ -2,7 +2,7 @@
 
 Layout (everything a campaign needs to be listed, inspected, stopped, resumed or extended)::
 
-    campaign.yaml     the campaign file as run (overrides applied)
+    campaign.yaml     the campaign file as run (overrides applied, every path absolute)
     state.json        status, driver pid/host, runs (one per launch/extend), tracking info
     trials.json       one record per trial: state, parameters, last and best metrics, error
     study.db          the Optuna study (SQLite): every trial ever run, so samplers warm-start on extend
