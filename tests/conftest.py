@@ -30,6 +30,17 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     stop_group(info.pid)
 
 
+@pytest.fixture
+def stranger() -> Iterator[subprocess.Popen[bytes]]:
+    """An unrelated process leading its own process group: where a recycled pid of a driver or a server would stand,
+    for the tests that a stale record's pid is left alone."""
+    process = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    yield process
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+
+
 @pytest.fixture(scope="session")
 def calo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small calorimeter data set (1200 events, 64×64)."""

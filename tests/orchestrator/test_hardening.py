@@ -82,16 +82,6 @@ def test_one_rule_for_the_file_and_the_argument(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def stranger() -> Iterator[subprocess.Popen[bytes]]:
-    """An unrelated process, standing where a recycled driver pid would."""
-    process = subprocess.Popen(["sleep", "60"], start_new_session=True)
-    yield process
-    if process.poll() is None:
-        process.kill()
-    process.wait()
-
-
-@pytest.fixture
 def held(tmp_path: Path) -> Iterator[CampaignDir]:
     """A running campaign whose driver lock this process holds."""
     cdir = CampaignDir.of("held", tmp_path)

@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -77,16 +77,6 @@ def test_server_command_passes_the_store_in_the_environment_only() -> None:
 
 
 # --- start, status, stop ------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def stranger() -> Iterator[subprocess.Popen[bytes]]:
-    """An unrelated process leading its own process group (as a recycled server pid could)."""
-    process = subprocess.Popen(["sleep", "60"], start_new_session=True)
-    yield process
-    if process.poll() is None:
-        process.kill()
-    process.wait()
 
 
 def _hpo_home(directory: Path) -> dict[str, str]:
