@@ -119,7 +119,7 @@ def _trainable(spec: CampaignSpec, cdir: CampaignDir, tracking: dict[str, Any] |
         campaign=c.name, workload=c.workload.name, data=c.workload.data, fixed_params=dict(c.workload.params),
         epochs=c.trial.epochs, seed=c.seed, workers=c.trial.workers, cpus_per_worker=c.trial.cpus_per_worker,
         gpus_per_worker=c.trial.gpus_per_worker, threads=c.trial.threads or max(1, int(c.trial.cpus_per_worker)),
-        trials_dir=str(cdir.trials_dir), tracking=tracking, metrics=tuple(o.metric for o in c.search.objective),
+        tracking=tracking, metrics=tuple(o.metric for o in c.search.objective),
         rendezvous_timeout_s=int(c.trial.rendezvous_timeout), nics=tuple(c.trial.nics or ()),
         epoch_timeout_s=c.trial.epoch_timeout,
     )

@@ -49,7 +49,6 @@ class TrialContext:
     cpus_per_worker: float
     gpus_per_worker: float
     threads: int | None
-    trials_dir: str
     tracking: dict[str, Any] | None = None  # CampaignTracking.trial_info(): uri, experiment, parent run, spool
     metrics: tuple[str, ...] = field(default_factory=tuple)
     rendezvous_timeout_s: int = 120  # Gloo's rendezvous and Horovod's start (trial.rendezvous_timeout)

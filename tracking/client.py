@@ -132,19 +132,15 @@ class RunLogger:
         if self._closed:
             log.warning("tracking%s: %s after the run was closed; ignored", self.label, op.get("what") or op["op"])
             return
+        self._seq += 1  # the journal numbers its operations the same way
         if self._journal is not None:
             try:
-                seq = self._journal.append(op)
+                self._journal.append(op)
             except OSError as exc:  # a full or vanished spool: still deliver, from memory
                 log.warning("tracking%s: cannot journal to %s (%s); delivering from memory", self.label,
                             self._journal.path, exc)
                 self._journal = None
-                self._seq += 1
-                seq = self._seq
-        else:
-            self._seq += 1
-            seq = self._seq
-        self._queue.put((seq, op))
+        self._queue.put((self._seq, op))
 
     def end(self) -> None:
         """Nothing more will be submitted: the delivery thread ends once it has delivered everything."""
