@@ -5,10 +5,14 @@ PY := $(VENV)/bin/python
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install demo test lint typecheck clean
+.PHONY: install system demo test lint typecheck clean
 
 install:
 	@bash scripts/install.sh
+
+# PostgreSQL and Chromium for the tests (Debian packages; skipped without root, and those tests then skip)
+system:
+	@bash scripts/install-system.sh
 
 demo: install
 	@bash scripts/demo.sh
@@ -19,7 +23,7 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-test: install
+test: install system
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -q $(PYTEST_ARGS)

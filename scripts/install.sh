@@ -33,7 +33,7 @@ PYV=$("$VENV/bin/python" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.ver
 stamp="$VENV/.hpo-installed-$(sha256sum pyproject.toml | cut -c1-16)${HPO_GPU:+-gpu}"
 if [[ ! -f $stamp ]]; then
   say "installing the package and its pinned dependencies (first time: several minutes)"
-  extras="dev,gp"
+  extras="dev,gp,cluster"
   "${PIP[@]}" install --quiet --progress-bar off -e ".[${extras}]"
   if [[ ${HPO_GPU:-} == 1 ]]; then
     say "GPU variant: tensorflow[and-cuda]==$TF_VERSION"

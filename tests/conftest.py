@@ -30,6 +30,38 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     stop_group(info.pid)
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """A real PostgreSQL server of the session's own (:class:`tests.services.PostgresServer`), on 127.0.0.1."""
+    from tests.services import PostgresServer, why_no_postgres
+
+    why = why_no_postgres()
+    if why is not None:
+        if os.environ.get("CI") == "true" and os.geteuid() == 0:
+            pytest.fail(f"CI runs as root, so `make test` should have installed PostgreSQL: {why}")
+        pytest.skip(why)
+    server = PostgresServer.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_mlflow_server(postgres: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URI of a real ``mlflow server`` whose store is a database on the session's PostgreSQL server."""
+    from tracking.server import start_server, stop_group
+
+    store = postgres.create_database("mlflow_tests")
+    info = start_server(directory=tmp_path_factory.mktemp("mlflow-pg"), backend_store_uri=store)
+    yield info.uri
+    stop_group(info.pid)
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def store_server(request: pytest.FixtureRequest) -> str:
+    """The tracking server of each kind of store in turn: SQLite (the embedded default) and PostgreSQL (a group's)."""
+    return str(request.getfixturevalue("mlflow_server" if request.param == "sqlite" else "postgres_mlflow_server"))
+
+
 @pytest.fixture
 def stranger() -> Iterator[subprocess.Popen[bytes]]:
     """An unrelated process leading its own process group: where a recycled pid of a driver or a server would stand,

@@ -13,10 +13,19 @@ written to ``server.json`` or printed is redacted (:mod:`tracking.credentials`).
 
 :func:`resolve_tracking_uri` decides where a campaign logs: the campaign's ``tracking.uri``, else
 ``$MLFLOW_TRACKING_URI``, else the embedded server (reused when healthy, started otherwise).
+
+Before it starts a server, :func:`prepare_store` brings the store up to date: a SQLite store is put in WAL
+mode (readers no longer wait for writers; MLflow sets a busy timeout on every session), and a store whose
+schema an older MLflow wrote is upgraded as ``mlflow db upgrade`` would, with the URI kept out of any
+command line. With :class:`ServerAuth` the server runs MLflow's basic-auth app (``--app-name basic-auth``):
+its admin password comes from ``MLFLOW_AUTH_ADMIN_PASSWORD`` in the environment, never from a file or an
+argument, and clients authenticate with ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
 import os
 import signal
@@ -31,11 +40,17 @@ from pathlib import Path
 
 import psutil
 
-from tracking.credentials import redact
+from tracking.credentials import redact, redact_text
 from tracking.procs import ProcessRecord, group_alive, mismatch, record
 from trainables.errors import HpoError
 
 START_TIMEOUT_S = 90.0
+
+
+#: Where MLflow's basic-auth app reads the admin's password; ``hpo server --auth`` requires it to be set.
+ADMIN_PASSWORD_ENV = "MLFLOW_AUTH_ADMIN_PASSWORD"
+#: The permissions MLflow's basic-auth app knows, for ``default_permission``.
+PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
 
 
 def state_dir() -> Path:
@@ -60,6 +75,7 @@ class ServerInfo:
     host: str = "127.0.0.1"  # the address it listens on
     create_time: float | None = None
     cmdline: tuple[str, ...] | None = None
+    auth: bool = False  # whether it runs MLflow's basic-auth app (clients then need MLFLOW_TRACKING_USERNAME/PASSWORD)
 
     @property
     def process(self) -> ProcessRecord | None:
@@ -95,8 +111,126 @@ def recorded(directory: Path | None = None) -> ServerInfo | None:
         return None
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name) is a loopback address that only this machine reaches."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class ServerAuth:
+    """MLflow's basic-auth app for a server: users, passwords and per-experiment permissions.
+
+    The admin account is created the first time the app starts on an empty user store, with the password
+    MLflow reads from ``$MLFLOW_AUTH_ADMIN_PASSWORD``; the file this writes (``basic_auth.ini``) holds
+    neither password. ``database_uri`` is where users and permissions live (default: ``basic_auth.db`` beside
+    the server's record); ``default_permission`` is what every user may do on experiments nobody granted
+    them anything on (READ: look, not write).
+    """
+
+    admin_username: str = "admin"
+    default_permission: str = "READ"
+    database_uri: str | None = None
+
+    def config_file(self, directory: Path) -> Path:
+        """Write the app's configuration (no secrets) into ``directory``; returns its path.
+
+        Raises:
+            HpoError: ``$MLFLOW_AUTH_ADMIN_PASSWORD`` is unset or empty, or ``default_permission`` is unknown.
+        """
+        if not os.environ.get(ADMIN_PASSWORD_ENV):
+            raise HpoError(f"--auth needs the admin's password in ${ADMIN_PASSWORD_ENV} (never on the command line): "
+                           f"`read -rs {ADMIN_PASSWORD_ENV} && export {ADMIN_PASSWORD_ENV}`, then run it again")
+        if self.default_permission not in PERMISSIONS:
+            raise HpoError(f"--default-permission {self.default_permission}: must be one of {', '.join(PERMISSIONS)}")
+        database = self.database_uri or f"sqlite:///{directory / 'basic_auth.db'}"
+        database = store_uri(database)
+        path = directory / "basic_auth.ini"
+        path.write_text(
+            "# written by `hpo server --auth`; the admin password comes from $MLFLOW_AUTH_ADMIN_PASSWORD\n"
+            "[mlflow]\n"
+            f"default_permission = {self.default_permission}\n"
+            f"database_uri = {database.replace('%', '%%')}\n"
+            f"admin_username = {self.admin_username}\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        )
+        path.chmod(0o600)  # the user store's URI may carry a password of its own
+        return path
+
+
+def is_database(uri: str) -> bool:
+    """Whether ``uri`` names a SQL database store (SQLite, PostgreSQL, MySQL, ...) rather than a file store."""
+    scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else ""
+    return scheme in ("sqlite", "postgresql", "postgres", "mysql", "mssql")
+
+
+def store_uri(uri: str) -> str:
+    """``uri`` with the PostgreSQL driver that is installed named in it.
+
+    SQLAlchemy 2.1 reads a plain ``postgresql://`` as psycopg 3; the ``cluster`` extra installs psycopg2, so a
+    plain URI is pointed at it (``postgresql+psycopg2://``) when psycopg 3 is not there. A URI naming its
+    driver, and every other URI, is kept as it is.
+    """
+    import importlib.util
+
+    scheme, sep, rest = uri.partition("://")
+    if sep and scheme in ("postgresql", "postgres") and importlib.util.find_spec("psycopg") is None \
+            and importlib.util.find_spec("psycopg2") is not None:
+        return f"postgresql+psycopg2://{rest}"
+    return uri
+
+
+def prepare_store(backend_store_uri: str) -> str | None:
+    """Bring a database store up to date before a server opens it; returns what was done (one line) or None.
+
+    SQLite goes into WAL mode (persistent in the file), so that trials reading while others write no longer
+    wait on one lock. A store whose schema an older MLflow wrote is upgraded to this MLflow's (``mlflow db
+    upgrade``, in this process: the URI never appears on a command line). A new, empty store is left to the
+    server, which creates its tables.
+
+    Raises:
+        HpoError: the store cannot be reached or upgraded (the message names it, password masked).
+    """
+    if not is_database(backend_store_uri):
+        return None
+    from mlflow.store.db.utils import (
+        _get_latest_schema_revision,
+        _get_schema_version,
+        _is_empty_database,
+        _upgrade_db,
+        create_sqlalchemy_engine,
+    )
+
+    if backend_store_uri.startswith("sqlite:///"):
+        import sqlite3
+
+        path = Path(backend_store_uri.removeprefix("sqlite:///").split("?", 1)[0])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.closing(sqlite3.connect(path, timeout=30)) as connection:
+            connection.execute("PRAGMA journal_mode=WAL")
+    engine = create_sqlalchemy_engine(store_uri(backend_store_uri))
+    try:
+        if _is_empty_database(engine):
+            return None
+        current, latest = _get_schema_version(engine), _get_latest_schema_revision()
+        if current == latest:
+            return None
+        _upgrade_db(engine)
+        return f"upgraded the MLflow store {redact(backend_store_uri)} from schema {current} to {latest}"
+    except Exception as exc:
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise HpoError(f"cannot open or upgrade the MLflow store {redact(backend_store_uri)}: {redact_text(first)[:300]}; "
+                       "check that the database server answers and the user may create tables there") from None
+    finally:
+        engine.dispose()
+
+
 def server_command(*, host: str, port: int, backend_store_uri: str, artifacts_destination: str,
-                   mlflow: str = "mlflow") -> tuple[list[str], dict[str, str]]:
+                   mlflow: str = "mlflow", auth_config: Path | None = None) -> tuple[list[str], dict[str, str]]:
     """The ``mlflow server`` command line and the environment variables to add for it.
 
     The store and artifact URIs go in the environment (``mlflow server`` reads ``MLFLOW_BACKEND_STORE_URI``
@@ -110,30 +244,39 @@ def server_command(*, host: str, port: int, backend_store_uri: str, artifacts_de
         names = (host, "localhost", "127.0.0.1")
         argv += ["--allowed-hosts", ",".join(f"{n},{n}:{port}" for n in names)]
     env = {"MLFLOW_BACKEND_STORE_URI": backend_store_uri, "MLFLOW_ARTIFACTS_DESTINATION": artifacts_destination}
+    if auth_config is not None:
+        argv += ["--app-name", "basic-auth"]
+        env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth_config)
     return argv, env
 
 
 def start_server(*, port: int | None = None, backend_store_uri: str | None = None,
                  artifacts_destination: str | None = None, directory: Path | None = None,
-                 timeout: float = START_TIMEOUT_S, host: str = "127.0.0.1") -> ServerInfo:
+                 timeout: float = START_TIMEOUT_S, host: str = "127.0.0.1", auth: ServerAuth | None = None) -> ServerInfo:
     """Start ``mlflow server`` on ``host`` in its own process group and wait for ``/health``.
 
-    The store and artifact URIs reach the server through its environment (:func:`server_command`);
-    ``server.json`` and the returned record hold them redacted.
+    The store is prepared first (:func:`prepare_store`: WAL for SQLite, an older schema upgraded). The store
+    and artifact URIs reach the server through its environment (:func:`server_command`); ``server.json`` and
+    the returned record hold them redacted. With ``auth`` it runs MLflow's basic-auth app.
 
     Raises:
-        HpoError: it did not answer within ``timeout`` (the message names the log file).
+        HpoError: the store cannot be prepared, ``auth`` lacks its admin password, or the server did not answer
+            within ``timeout`` (the message names the log file).
     """
     directory = directory or state_dir()
     directory.mkdir(parents=True, exist_ok=True)
     port = port or free_port(host)
-    backend = backend_store_uri or f"sqlite:///{directory / 'mlflow.db'}"
+    backend = store_uri(backend_store_uri or f"sqlite:///{directory / 'mlflow.db'}")
     artifacts = artifacts_destination or str(directory / "artifacts")
-    log = directory / "server.log"
+    auth_config = auth.config_file(directory) if auth is not None else None
+    done = prepare_store(backend)
+    if done:  # printed, not logged: MLflow's migrations configure logging and silence the loggers that exist
+        print(f"note: {done}", file=sys.stderr, flush=True)
+    log_file = directory / "server.log"
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     argv, env = server_command(host=host, port=port, backend_store_uri=backend, artifacts_destination=artifacts,
-                               mlflow=str(mlflow_bin if mlflow_bin.exists() else "mlflow"))
-    with log.open("ab") as out:
+                               mlflow=str(mlflow_bin if mlflow_bin.exists() else "mlflow"), auth_config=auth_config)
+    with log_file.open("ab") as out:
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                    env={**os.environ, **env})
     uri = f"http://{host}:{port}"
@@ -146,8 +289,8 @@ def start_server(*, port: int | None = None, backend_store_uri: str | None = Non
                 break
             _STARTED[process.pid] = leader
             info = ServerInfo(uri=uri, port=port, pid=process.pid, backend_store_uri=redact(backend),
-                              artifacts_destination=redact(artifacts), log=str(log), host=host,
-                              create_time=leader.create_time, cmdline=leader.cmdline)
+                              artifacts_destination=redact(artifacts), log=str(log_file), host=host,
+                              create_time=leader.create_time, cmdline=leader.cmdline, auth=auth is not None)
             data = {**info.__dict__, "cmdline": list(leader.cmdline)}
             (directory / "server.json").write_text(json.dumps(data, indent=2))
             return info
@@ -158,7 +301,7 @@ def start_server(*, port: int | None = None, backend_store_uri: str | None = Non
     # left of this server, also after poll() reaped the leader.
     _terminate_group(process.pid)
     process.poll()
-    raise HpoError(f"the MLflow server on port {port} did not answer /health within {timeout:g} s; see {log}")
+    raise HpoError(f"the MLflow server on port {port} did not answer /health within {timeout:g} s; see {log_file}")
 
 
 def stop_group(server: ProcessRecord | int, timeout: float = 15.0) -> str | None:
@@ -261,5 +404,9 @@ def resolve_tracking_uri(explicit: str | None = None, *, start_embedded: bool = 
         info = recorded()
         if info is None or not healthy(info.uri):
             raise HpoError("no tracking server: pass --tracking-uri, set MLFLOW_TRACKING_URI, or start one with `hpo server --detach`")
-        return info.uri
-    return ensure_server(host=host).uri
+    else:
+        info = ensure_server(host=host)
+    if info.auth and not (os.environ.get("MLFLOW_TRACKING_USERNAME") and os.environ.get("MLFLOW_TRACKING_PASSWORD")):
+        raise HpoError(f"the MLflow server {info.uri} requires a user name and password (hpo server --auth): set "
+                       "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in the environment")
+    return info.uri

@@ -10,7 +10,7 @@ import pytest
 
 
 def test_requirement_failure_names_the_best_trial_with_a_model_and_the_better_ones_without(
-        mlflow_server: str, tmp_path: Path) -> None:
+        store_server: str, tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
     from tracking.client import TAG_CAMPAIGN, TAG_OBJECTIVE, TAG_ROLE, TAG_TRIAL, TAG_UID
@@ -18,7 +18,7 @@ def test_requirement_failure_names_the_best_trial_with_a_model_and_the_better_on
     from tracking.registry import best_trials, promote
     from trainables.errors import HpoError
 
-    client = MlflowClient(mlflow_server)
+    client = MlflowClient(store_server)
     name = f"reg-{uuid.uuid4().hex[:8]}"
     experiment = client.create_experiment(name)
     uid = uuid.uuid4().hex
@@ -33,10 +33,10 @@ def test_requirement_failure_names_the_best_trial_with_a_model_and_the_better_on
         if has_model:
             client.log_artifacts(run, str(model_dir), MODEL_ARTIFACT)
 
-    ranked, _ = best_trials(mlflow_server, name, name)
+    ranked, _ = best_trials(store_server, name, name)
     assert [(r.trial_id, r.has_model) for r in ranked] == [("stopped1", False), ("stopped2", False), ("finished", True)]
     with pytest.raises(HpoError) as info:
-        promote(mlflow_server, name, name, f"{name}-model", requirements=["val_auc>=0.5"])
+        promote(store_server, name, name, f"{name}-model", requirements=["val_auc>=0.5"])
     assert str(info.value) == ("not promoted: the best trial with a model, finished, has val_auc=0.31, which fails the "
                                "requirement val_auc >= 0.5 (better trials without a model: stopped1, stopped2)")
     assert not client.search_registered_models(f"name = '{name}-model'")

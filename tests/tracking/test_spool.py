@@ -90,9 +90,9 @@ def test_a_killed_trials_journal_is_delivered_by_the_next_attempt(tmp_path: Path
         stop_group(server.pid)
 
 
-def test_errors_that_cannot_succeed_are_dropped_at_once_and_the_rest_arrives(mlflow_server: str, tmp_path: Path) -> None:
-    experiment, parent = parent_run(mlflow_server, tmp_path, "hopeless")
-    logger = TrialLogger(mlflow_server, experiment, parent, "hopeless", "t1", {}, uid="hopeless-uid",
+def test_errors_that_cannot_succeed_are_dropped_at_once_and_the_rest_arrives(store_server: str, tmp_path: Path) -> None:
+    experiment, parent = parent_run(store_server, tmp_path, "hopeless")
+    logger = TrialLogger(store_server, experiment, parent, "hopeless", "t1", {}, uid="hopeless-uid",
                          spool_dir=tmp_path / "spool", retry_s=5, max_retry_s=30)
     started = time.perf_counter()
     logger.log_epoch(1, {"loss": 1.0})
@@ -105,17 +105,17 @@ def test_errors_that_cannot_succeed_are_dropped_at_once_and_the_rest_arrives(mlf
     assert report.complete and report.dropped == 2, report
     assert any("missing.png" in e and "not retried" in e for e in report.errors), report.errors
     assert any("400" in e or "INVALID_PARAMETER_VALUE" in e or "key" in e.lower() for e in report.errors), report.errors
-    c = MlflowClient(mlflow_server)
+    c = MlflowClient(store_server)
     assert [m.step for m in c.get_metric_history(logger.run_id, "loss")] == [1, 2]
     assert journals(tmp_path / "spool") == []
 
 
-def test_the_delivery_thread_ends_with_the_trial(mlflow_server: str, tmp_path: Path) -> None:
-    experiment, parent = parent_run(mlflow_server, tmp_path, "threads")
+def test_the_delivery_thread_ends_with_the_trial(store_server: str, tmp_path: Path) -> None:
+    experiment, parent = parent_run(store_server, tmp_path, "threads")
     before = threading.active_count()
     loggers = []
     for trial in range(5):  # a warm worker runs trial after trial
-        logger = TrialLogger(mlflow_server, experiment, parent, "threads", f"t{trial}", {}, uid="threads-uid",
+        logger = TrialLogger(store_server, experiment, parent, "threads", f"t{trial}", {}, uid="threads-uid",
                              spool_dir=tmp_path / "spool")
         logger.log_epoch(1, {"loss": 1.0})
         logger.finish("FINISHED")
@@ -127,18 +127,18 @@ def test_the_delivery_thread_ends_with_the_trial(mlflow_server: str, tmp_path: P
     assert threading.active_count() <= before
 
 
-def test_a_retry_that_finishes_moves_the_earlier_error_aside(mlflow_server: str, tmp_path: Path) -> None:
-    experiment, parent = parent_run(mlflow_server, tmp_path, "attempts")
+def test_a_retry_that_finishes_moves_the_earlier_error_aside(store_server: str, tmp_path: Path) -> None:
+    experiment, parent = parent_run(store_server, tmp_path, "attempts")
     args: dict[str, Any] = {"uid": "attempts-uid", "spool_dir": tmp_path / "spool"}
-    first = TrialLogger(mlflow_server, experiment, parent, "attempts", "t1", {}, **args)
+    first = TrialLogger(store_server, experiment, parent, "attempts", "t1", {}, **args)
     first.log_epoch(1, {"loss": 1.0})
     first.finish("FAILED", "rank 1 on node2 died: Killed")
     assert first.close(60).complete
-    second = TrialLogger(mlflow_server, experiment, parent, "attempts", "t1", {}, **args)
+    second = TrialLogger(store_server, experiment, parent, "attempts", "t1", {}, **args)
     second.log_epoch(2, {"loss": 0.5})
     second.finish("FINISHED")
     assert second.close(60).complete
-    run = MlflowClient(mlflow_server).get_run(second.run_id)
+    run = MlflowClient(store_server).get_run(second.run_id)
     assert run.info.status == "FINISHED" and second.run_id == first.run_id
     assert "hpo.error" not in run.data.tags
     assert json.loads(run.data.tags["hpo.attempt_errors"]) == ["rank 1 on node2 died: Killed"]
@@ -172,20 +172,20 @@ def test_hpo_sync_delivers_what_a_campaign_holds(tmp_path: Path, hpo: Any) -> No
         stop_group(server.pid)
 
 
-def test_an_epoch_trained_again_after_an_older_checkpoint_keeps_its_first_values(mlflow_server: str, tmp_path: Path) -> None:
-    experiment, parent = parent_run(mlflow_server, tmp_path, "repeat")
+def test_an_epoch_trained_again_after_an_older_checkpoint_keeps_its_first_values(store_server: str, tmp_path: Path) -> None:
+    experiment, parent = parent_run(store_server, tmp_path, "repeat")
     args: dict[str, Any] = {"uid": "repeat-uid", "spool_dir": tmp_path / "spool"}
-    first = TrialLogger(mlflow_server, experiment, parent, "repeat", "t1", {}, **args)
+    first = TrialLogger(store_server, experiment, parent, "repeat", "t1", {}, **args)
     for epoch in (1, 2):
         first.log_epoch(epoch, {"hpo.epoch": epoch, "loss": 1.0 / epoch})
     first.finish("FAILED", "the driver was killed")
     assert first.close(60).complete
-    second = TrialLogger(mlflow_server, experiment, parent, "repeat", "t1", {}, **args)  # restored from epoch 0
+    second = TrialLogger(store_server, experiment, parent, "repeat", "t1", {}, **args)  # restored from epoch 0
     for epoch in (1, 2, 3):
         second.log_epoch(epoch, {"hpo.epoch": epoch, "loss": 10.0 / epoch})
     second.log_metrics(2, {"hpo.pbt.learning_rate": 0.01})  # not an epoch's results: logged at a step it already has
     second.finish("FINISHED")
     assert second.close(60).complete
-    c = MlflowClient(mlflow_server)
+    c = MlflowClient(store_server)
     assert [(m.step, m.value) for m in c.get_metric_history(second.run_id, "loss")] == [(1, 1.0), (2, 0.5), (3, 10 / 3)]
     assert [m.step for m in c.get_metric_history(second.run_id, "hpo.pbt.learning_rate")] == [2]
