@@ -24,5 +24,6 @@ name="demo-$(date +%Y%m%d-%H%M%S)"
 "${hpo[@]}" server --status || true
 echo
 echo "Demo finished: campaign '$name' (state in campaigns/$name)."
-echo "Open the MLflow UI at the address above to compare the trials; the embedded server keeps running"
-echo "(stop it with: .venv/bin/hpo server --stop)."
+echo "Open the 'MLflow:' links above in a browser: the campaign's runs table (expand its run to see the trials,"
+echo "the objective as a column), the best trial's page, the registered model. The embedded server keeps running"
+echo "(stop it with: .venv/bin/hpo server --stop); scripts/ui-screenshots.sh shows what the pages look like."

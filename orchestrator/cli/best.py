@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -46,7 +46,7 @@ def command(name: str, k: int, tracking_uri: str | None, campaigns_dir: str | No
     from tracking.registry import best_trials, campaign_runs
 
     uri, experiment, parent = tracking_target(name, campaigns_dir, tracking_uri)
-    objectives = campaign_runs(uri, experiment, name, parent)[3]
+    mlflow_client, experiment_id, parent, objectives, uid = campaign_runs(uri, experiment, name, parent)
     console = Console() if sys.stdout.isatty() else Console(width=180)
     if len(objectives) > 1:
         ranked, ranks = pareto_ranked(uri, experiment, name, objectives, parent)
@@ -58,6 +58,7 @@ def command(name: str, k: int, tracking_uri: str | None, campaigns_dir: str | No
             table.add_row(str(i), str(rank), r.trial_id, *[f"{r.metrics[o['metric']]:.4g}" for o in objectives], r.state,
                           _params(r.params), r.run_id, "yes" if r.has_model else "—")
         console.print(table if ranked else f"campaign {name} has no trial with {title} yet")
+        print_links(mlflow_client, uri, experiment_id, uid, ranked[0].run_id if ranked else None)
         return
     ranked, objective = best_trials(uri, experiment, name, k, parent_run_id=parent)
     table = Table(title=f"best trials of {name} by {objective['metric']} ({objective['mode']}) — {redact(uri)}", title_justify="left")
@@ -66,6 +67,19 @@ def command(name: str, k: int, tracking_uri: str | None, campaigns_dir: str | No
     for i, r in enumerate(ranked, 1):
         table.add_row(str(i), r.trial_id, f"{r.objective:.4g}", r.state, _params(r.params), r.run_id, "yes" if r.has_model else "—")
     console.print(table if ranked else f"campaign {name} has no trial with {objective['metric']} yet")
+    print_links(mlflow_client, uri, experiment_id, uid, ranked[0].run_id if ranked else None)
+
+
+def print_links(mlflow_client: Any, uri: str, experiment_id: str, uid: str, best_run: str | None) -> None:
+    """The campaign's runs table and the best trial's page in MLflow's UI, one whole link per line."""
+    from tracking import ui
+
+    campaign = ui.campaign_url(uri, experiment_id, uid, ui.saved_view(mlflow_client, experiment_id, uid))
+    if campaign is None:  # a local store: no UI to link to
+        return
+    click.echo(f"MLflow: {campaign}")
+    if best_run is not None:
+        click.echo(f"best trial: {ui.run_url(uri, experiment_id, best_run)}")
 
 
 def pareto_ranked(uri: str, experiment: str, name: str, objectives: list[dict[str, str]], parent: str | None

@@ -24,6 +24,7 @@ def command(name: str, model_name: str, alias: str, requirements: tuple[str, ...
     mlflow.pyfunc.load_model("models:/NAME@ALIAS").
     """
     from orchestrator.cli.best import tracking_target
+    from tracking import ui
     from tracking.registry import promote
 
     uri, experiment, parent = tracking_target(name, campaigns_dir, tracking_uri)
@@ -31,3 +32,6 @@ def command(name: str, model_name: str, alias: str, requirements: tuple[str, ...
     what = "registered as" if result.created else "already registered as"
     click.echo(f"trial {result.trial_id} (run {result.run_id}) {what} {result.name} version {result.version}; "
                f"alias {result.alias} -> version {result.version}; load with models:/{result.name}@{result.alias}")
+    link = ui.model_url(uri, result.name, result.version)
+    if link is not None:
+        click.echo(f"MLflow: {link}")

@@ -20,6 +20,21 @@ def _status_line(cdir: object) -> str:
     return status
 
 
+def campaign_link(cdir: object) -> str | None:
+    """The campaign's runs table in MLflow's UI, from what the launch recorded (no request to the server, which
+    may be down); None before the launch reached MLflow, for a local store, and for campaigns launched before
+    the experiment id was recorded."""
+    from orchestrator.state import CampaignDir, read_json
+    from tracking import ui
+
+    assert isinstance(cdir, CampaignDir)
+    recorded = read_json(cdir.tracking_file, {}) or {}
+    uid = cdir.state().get("uid")
+    if not (recorded.get("uri") and recorded.get("experiment_id") and uid):
+        return None
+    return ui.campaign_url(recorded["uri"], recorded["experiment_id"], uid, recorded.get("view"))
+
+
 @click.command("status")
 @click.argument("name")
 @campaigns_dir_option
@@ -53,7 +68,11 @@ def command(name: str, campaigns_dir: str | None, watch: bool) -> None:
             (f"{cdir.name}", "bold"), f" · {_status_line(cdir)} · {spec.config.workload.name} · ",
             f"tracking {state.get('tracking_uri') or '—'} · {cdir.root}",
         )
-        parts: list[object] = [head, render_trials(cdir.trials(), metrics, modes, budget=budget)]
+        parts: list[object] = [head]
+        link = campaign_link(cdir)  # each refresh: a watched campaign may reach MLflow later
+        if link:
+            parts.append(Text(f"MLflow: {link}", no_wrap=True, overflow="ignore"))  # whole, so that it can be opened
+        parts.append(render_trials(cdir.trials(), metrics, modes, budget=budget))
         if state.get("message"):
             parts.append(Text(state["message"]))
         return Group(*parts)  # type: ignore[arg-type]
