@@ -19,6 +19,12 @@ summary's facts:
   ``params``, ``cosmology``) and a bare (N, S, S) ``maps`` or ``kappa`` dataset.
 
 Files without an ``hpo.kind`` attribute (the public ones) are recognised by their keys.
+
+Damaged and hostile files (``trainables.data.integrity``): a path that is no regular, readable, non-empty HDF5
+file, a truncated or bit-flipped file, datasets whose declared chunks were never written, and every HDF5 read
+error give one :class:`DataError` naming the file, and the dataset and events where known. Every dataset of
+the file is read back (the ones the kind does not need only decoded), so a damaged chunk anywhere fails the
+check; with Fletcher-32 checksums (every generated file) that covers any changed byte of the data.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import h5py
 import numpy as np
 
 from trainables.data.cosmo3d import PARAMETERS as COSMO_PARAMETERS
+from trainables.data.integrity import READ_ERRORS, Spot, check_allocated, check_path, datasets, iter_blocks
 from trainables.data.spec import DATA_KINDS, DataConfig
 from trainables.errors import DataError, HpoError
 
@@ -126,10 +133,14 @@ class CaloCheck(KindCheck):
         f, path = self.f, self.path
         y = f["all_events/y"][:]
         if not np.isin(y, (0, 1)).all():
-            raise DataError(path, "labels must be 0 (background) or 1 (signal)", key="all_events/y")
+            i = int(np.flatnonzero(~np.isin(y, (0, 1)))[0])
+            raise DataError(path, f"label {y[i]:g} at event {i}; labels must be 0 (background) or 1 (signal)",
+                            key="all_events/y")
         w = f["all_events/weight"][:]
         if (w < 0).any():
-            raise DataError(path, f"{int((w < 0).sum())} negative event weights; weights must be >= 0", key="all_events/weight")
+            i = int(np.flatnonzero(w < 0)[0])
+            raise DataError(path, f"{int((w < 0).sum())} negative event weights (first {w[i]:g} at event {i}); weights "
+                            "must be >= 0", key="all_events/weight")
         facts: dict[str, Any] = {
             "signal": int(y.sum()), "background": int((y == 0).sum()),
             "signal fraction": round(float(y.mean()), 4),
@@ -305,7 +316,11 @@ def _kind(f: h5py.File, path: str, kind: str | None) -> str:
             raise DataError(path, f"the file does not record its kind (attribute hpo.kind); pass --kind {'|'.join(DATA_KINDS)}")
         kind = str(recorded)
     if kind not in DATA_KINDS:
-        raise HpoError(f"unknown data kind {kind!r}; valid kinds are {', '.join(DATA_KINDS)}")
+        raise DataError(path, f"unknown data kind {kind!r} (attribute hpo.kind); valid kinds are {', '.join(DATA_KINDS)}: "
+                        "pass --kind or regenerate the file")
+    if recorded is not None and str(recorded) not in DATA_KINDS:
+        raise DataError(path, f"the file records an unknown kind {str(recorded)!r} (attribute hpo.kind); valid kinds are "
+                        f"{', '.join(DATA_KINDS)}: fix the attribute or regenerate the file")
     if recorded is not None and str(recorded) != kind:
         raise DataError(path, f"the file holds {recorded} data, not {kind}; pass --kind {recorded} or use a {kind} file")
     if kind not in LAYOUTS:
@@ -333,68 +348,92 @@ def _layout(f: h5py.File, kind: str) -> dict[str, tuple[int, str]]:
     return next((alt for alt in PUBLIC_LAYOUTS.get(kind, []) if all(key in f for key in alt)), ours)
 
 
-def _blocks(ds: h5py.Dataset) -> Iterator[tuple[int, np.ndarray]]:
+def _blocks(ds: h5py.Dataset, spot: Spot) -> Iterator[tuple[int, np.ndarray]]:
     row_bytes = int(np.prod(ds.shape[1:], dtype=np.int64)) * ds.dtype.itemsize
     rows = max(1, min(SCAN_EVENTS, SCAN_BYTES // max(row_bytes, 1)))
-    for start in range(0, ds.shape[0], rows):
-        yield start, ds[start:start + rows]
+    return iter_blocks(ds, rows, spot)
 
 
 def check_file(path: str | Path, kind: str | None = None) -> Summary:
     """Check that ``path`` is a usable data file of ``kind`` (read from the file when ``None``).
 
     Raises:
-        DataError: missing file, not HDF5, missing keys, wrong rank, shape or dtype, length mismatch,
-            NaN/Inf, empty file, and the kind's value checks (labels, weights, u range, counts, κ).
+        DataError: not a regular, readable HDF5 file (missing, a directory, a FIFO, a link loop, empty, text,
+            ``.npy``), truncated or damaged (any HDF5 read error, chunks never written), missing keys, wrong rank,
+            shape or dtype, length mismatch, NaN/Inf, no events, and the kind's value checks (labels, weights,
+            u range, counts, κ).
     """
     path = str(path)
-    if not Path(path).exists():
-        raise DataError(path, "file not found; generate one with `hpo data generate` or fix the path")
-    if not h5py.is_hdf5(path):
-        raise DataError(path, "not an HDF5 file; point to the .h5 file the generator or the public data set wrote")
-    with h5py.File(path, "r") as f:
-        kind = _kind(f, path, kind)
-        layout = _layout(f, kind)
-        summary = Summary(path=path, kind=kind, events=0)
-        for key, (rank, dtype_kinds) in layout.items():
-            if key not in f:
-                raise DataError(path, f"missing dataset; a {kind} file needs {', '.join(layout)}", key=key)
-            ds = f[key]
-            if not isinstance(ds, h5py.Dataset):
-                raise DataError(path, "is a group, expected a dataset", key=key)
-            if ds.ndim != rank:
-                raise DataError(path, f"expected rank {rank}, but got shape {ds.shape}", key=key)
-            if ds.dtype.kind not in dtype_kinds:
-                raise DataError(path, f"expected a numeric dtype ({dtype_kinds}), but got {ds.dtype}", key=key)
-            summary.datasets[key] = (tuple(int(s) for s in ds.shape), str(ds.dtype))
-        checker: KindCheck
-        if layout is RAW_UNIVERSE:
-            checker = RawUniverseCheck(path, f, layout)
-            length = _raw_events(path, f)
-        else:
-            checker = KIND_CHECKS[kind](path, f, layout)
-            length = _length(path, f, layout)
-        checker.shapes()
-        for key in layout:
-            ds = f[key]
-            if ds.dtype.kind != "f" and key not in checker.scanned:
-                continue
-            if ds.ndim == 0 or ds.shape[0] == 0:
-                continue
-            for start, block in _blocks(ds):
-                if block.dtype.kind == "f" and not np.isfinite(block).all():
-                    rows = np.flatnonzero(~np.isfinite(block.reshape(block.shape[0], -1)).all(axis=1))
-                    where = "event" if layout is not RAW_UNIVERSE else "index"
-                    raise DataError(
-                        path, f"NaN or Inf values (first at {where} {start + int(rows[0])}); regenerate or clean the file",
-                        key=key,
-                    )
-                if key in checker.scanned:
-                    checker.block(key, start, block)
-        summary.events = length
-        summary.facts = checker.facts()
-        if layout is RAW_UNIVERSE:
-            summary.facts["layout"] = f"raw universe, cut into {length} sub-cubes"
+    check_path(path)
+    spot = Spot()
+    try:
+        with h5py.File(path, "r") as f, np.errstate(all="ignore"):
+            return _check_open(path, f, kind, spot)
+    except HpoError:
+        raise
+    except READ_ERRORS as exc:  # the file's bytes, not our code: HDF5 (or numpy on what it returned) gave up
+        raise spot.error(path, exc) from None
+
+
+def _check_open(path: str, f: h5py.File, kind: str | None, spot: Spot) -> Summary:
+    kind = _kind(f, path, kind)
+    layout = _layout(f, kind)
+    summary = Summary(path=path, kind=kind, events=0)
+    for key, (rank, dtype_kinds) in layout.items():
+        spot.at(key)
+        if key not in f:
+            raise DataError(path, f"missing dataset; a {kind} file needs {', '.join(layout)}", key=key)
+        ds = f[key]
+        if not isinstance(ds, h5py.Dataset):
+            raise DataError(path, "is a group, expected a dataset", key=key)
+        if ds.ndim != rank:
+            raise DataError(path, f"expected rank {rank}, but got shape {ds.shape}", key=key)
+        if ds.dtype.kind not in dtype_kinds:
+            raise DataError(path, f"expected a numeric dtype ({dtype_kinds}), but got {ds.dtype}", key=key)
+        summary.datasets[key] = (tuple(int(s) for s in ds.shape), str(ds.dtype))
+    checker: KindCheck
+    if layout is RAW_UNIVERSE:
+        checker = RawUniverseCheck(path, f, layout)
+        length = _raw_events(path, f)
+    else:
+        checker = KIND_CHECKS[kind](path, f, layout)
+        length = _length(path, f, layout)
+    checker.shapes()
+    everything = datasets(f)
+    for key, ds in everything.items():
+        spot.at(key)
+        check_allocated(path, key, ds)
+    spot.unit = "event" if layout is not RAW_UNIVERSE else "index"
+    for key in layout:
+        ds = f[key]
+        spot.at(key)
+        if ds.ndim == 0 or ds.shape[0] == 0:
+            continue
+        if ds.dtype.kind != "f" and key not in checker.scanned:
+            for _ in _blocks(ds, spot):
+                pass  # decoded (and checksummed) only
+            continue
+        for start, block in _blocks(ds, spot):
+            if block.dtype.kind == "f" and not np.isfinite(block).all():
+                rows = np.flatnonzero(~np.isfinite(block.reshape(block.shape[0], -1)).all(axis=1))
+                where = "event" if layout is not RAW_UNIVERSE else "index"
+                raise DataError(
+                    path, f"NaN or Inf values (first at {where} {start + int(rows[0])}); regenerate or clean the file",
+                    key=key,
+                )
+            if key in checker.scanned:
+                checker.block(key, start, block)
+    for key, ds in everything.items():  # the rest (high-level variables, selections): read back, not judged
+        if key in layout or ds.ndim == 0:
+            continue
+        spot.at(key)
+        for _ in _blocks(ds, spot):
+            pass
+    spot.at(None)
+    summary.events = length
+    summary.facts = checker.facts()
+    if layout is RAW_UNIVERSE:
+        summary.facts["layout"] = f"raw universe, cut into {length} sub-cubes"
     return summary
 
 
@@ -432,9 +471,10 @@ def check_for_training(cfg: DataConfig, kind: str, batch_size: int, workers: int
     """
     try:
         stat = os.stat(cfg.path)
-        summary = _checked(cfg.path, stat.st_mtime_ns, stat.st_size, kind)
-    except FileNotFoundError:
+    except OSError:  # missing, a link loop, a directory it cannot enter: check_file names it
         summary = check_file(cfg.path, kind)
+    else:
+        summary = _checked(cfg.path, stat.st_mtime_ns, stat.st_size, kind)
     n = min(summary.events, cfg.max_events) if cfg.max_events else summary.events
     per_rank = round(cfg.split[0] * n) // workers
     if per_rank < batch_size:

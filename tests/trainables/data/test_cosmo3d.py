@@ -185,6 +185,9 @@ def test_public_raw_universe_is_cut_into_subcubes(tmp_path: Path) -> None:
     with h5py.File(path, "w") as f:
         full = f.create_dataset("full", shape=(256, 256, 256, 4), dtype=np.int16, chunks=(32, 32, 32, 4),
                                 compression="lzf")
+        zeros = np.zeros((32, 256, 256, 4), np.int16)
+        for i in range(0, 256, 32):  # every chunk written (a chunk never written is an interrupted writer's file)
+            full[i:i + 32] = zeros
         full[:32, :32, :32] = np.random.default_rng(0).poisson(1.0, (32, 32, 32, 4))
         f["unitPar"] = np.array([0.1, -0.5, 0.9, 0.0], np.float32)
     summary = check_file(path)
