@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -29,8 +30,9 @@ DEFAULT_SIZES = {"calo": 64, "cosmo3d": 32, "lensing": 64}
 @click.option("--galaxy-density", type=float, default=None,
               help="lensing: galaxies per arcmin² for Gaussian shape noise [default: 0, no noise].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--force", is_flag=True, help="Replace --out if it exists (by default an existing file is an error).")
 def generate(kind: str, out: Path, events: int, size: int | None, seed: int, signal_fraction: float | None,
-             cosmologies: int | None, galaxy_density: float | None, quiet: bool) -> None:
+             cosmologies: int | None, galaxy_density: float | None, quiet: bool, force: bool) -> None:
     """Write a synthetic data set of KIND to --out.
 
     calo: LHC whole-detector images (η × φ, 3 channels: total calorimeter energy, EM energy, track
@@ -45,7 +47,9 @@ def generate(kind: str, out: Path, events: int, size: int | None, seed: int, sig
     lensing: weak-lensing convergence maps (0.82 arcmin pixels), shifted-lognormal fields with a known
     C_ℓ per cosmology, as for CosmoGAN (maps, params, cosmology).
 
-    Every kind streams in chunks, so memory stays bounded for any --events. See docs/data.md.
+    Every kind streams in chunks, so memory stays bounded for any --events. The file is written under a
+    temporary name next to --out and renamed at the end, so an interrupted run never leaves a partial file
+    under --out; an existing --out is replaced only with --force. See docs/data.md.
 
     \b
     Examples:
@@ -64,24 +68,33 @@ def generate(kind: str, out: Path, events: int, size: int | None, seed: int, sig
             raise HpoError(f"{flag} applies to {only} data only, not {kind}; drop it")
     size = DEFAULT_SIZES[kind] if size is None else size
     if kind == "calo":
-        path = write_calo(out, events=events, size=size, seed=seed,
-                          signal_fraction=0.5 if signal_fraction is None else signal_fraction, progress=not quiet)
+        path = write_calo(out, events=events, size=size, seed=seed, progress=not quiet, overwrite=force,
+                          signal_fraction=0.5 if signal_fraction is None else signal_fraction)
     elif kind == "cosmo3d":
-        path = write_cosmo3d(out, events=events, size=size, seed=seed, progress=not quiet)
+        path = write_cosmo3d(out, events=events, size=size, seed=seed, progress=not quiet, overwrite=force)
     else:
-        path = write_lensing(out, events=events, size=size, seed=seed, cosmologies=cosmologies or 1,
-                             galaxy_density=galaxy_density or 0.0, progress=not quiet)
+        path = write_lensing(out, events=events, size=size, seed=seed, progress=not quiet, overwrite=force,
+                             cosmologies=cosmologies or 1, galaxy_density=galaxy_density or 0.0)
     summary = check_file(path)
     click.echo(f"wrote {path} ({summary.events} events, {path.stat().st_size / 2**20:.1f} MiB): {summary.facts}")
 
 
 @command.command("check")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(path_type=Path, readable=False))  # our check says what is wrong, in one line
 @click.option("--kind", type=click.Choice(["calo", "cosmo3d", "lensing"]), default=None,
               help="Expected kind (default: read from the file's hpo.kind attribute).")
-def check(file: Path, kind: str | None) -> None:
+@click.option("--deep", is_flag=True,
+              help="First read every chunk of every dataset on its own (progress bar), verifying checksums, and "
+                   "report the damaged event ranges.")
+def check(file: Path, kind: str | None, deep: bool) -> None:
     """Check FILE before training: keys, shapes, dtypes, lengths, NaN/Inf, and per kind: labels and
     weights (calo), u in [-1, 1] and counts >= 0 (cosmo3d), κ >= -shift and cosmology indices (lensing).
+    Every dataset is read back, so a damaged chunk (a Fletcher-32 checksum mismatch, in generated files)
+    fails the check.
+
+    --deep reads every chunk on its own, past damaged ones, and names the first damaged event range and how
+    many chunks are damaged; it also says which datasets carry no checksums (public files), where silent
+    corruption cannot be ruled out.
 
     Exit 0 with a summary, or 2 with one line naming the file and key at fault.
     """
@@ -90,6 +103,7 @@ def check(file: Path, kind: str | None) -> None:
 
     from trainables.data.checks import check_file
 
+    verification = _verify(str(file)) if deep else None
     summary = check_file(file, kind)
     table = Table(title=f"{summary.path}: {summary.kind}, {summary.events} events", title_justify="left")
     table.add_column("dataset")
@@ -101,11 +115,33 @@ def check(file: Path, kind: str | None) -> None:
     console.print(table)
     for key, value in summary.facts.items():
         console.print(f"  {key}: {value}")
+    if verification is not None:
+        if verification.unchecked:
+            console.print(f"  [yellow]![/] no checksums on {', '.join(verification.unchecked)}: every chunk decoded and "
+                          "the values passed the scans, but silent corruption cannot be ruled out")
+        else:
+            console.print(f"  checksums: all {verification.chunks} chunks verified (Fletcher-32)")
     console.print("[green]✓[/] usable for training")
 
 
+def _verify(path: str) -> Any:
+    """``hpo data check --deep``: every chunk read on its own, with a progress bar (on stderr)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from trainables.data.integrity import check_path, verify_chunks
+
+    check_path(path)
+    columns = (TextColumn("reading every chunk"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("chunks", total=None)
+        verification = verify_chunks(path, lambda done, total: progress.update(task, completed=done, total=total))
+    verification.raise_first(path)
+    return verification
+
+
 @command.command("baseline")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(path_type=Path, readable=False))
 @click.option("--split", type=float, nargs=3, default=(0.8, 0.1, 0.1), show_default=True,
               help="Train/validation/test fractions, as in the campaign file's data.split.")
 @click.option("--seed", type=int, default=0, show_default=True, help="The split's seed (a trial's seed, `hpo train --seed`).")

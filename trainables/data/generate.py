@@ -10,6 +10,8 @@ identical bytes (no timestamps in the file; HDF5 attribute order fixed). Root at
 from __future__ import annotations
 
 import json
+import os
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +57,10 @@ def _dataset(group: h5py.Group, name: str, shape: tuple[int, ...], dtype: Any,
         chunks = (min(CHUNK_EVENTS if len(shape) == 1 else 64, shape[0]), *shape[1:])
     # images are mostly empty cells: LZF shrinks them ~4x and decompresses faster than disks read
     compression = "lzf" if len(shape) > 1 else None
-    return group.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, compression=compression, track_times=False)
+    # Fletcher-32 on every chunk: a flipped bit or an overwritten block fails the read of its chunk instead of
+    # feeding wrong values (or, in a compressed chunk, plausible garbage) to training (`hpo data check --deep`)
+    return group.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, compression=compression,
+                                fletcher32=chunks is not None, track_times=False)
 
 
 @dataclass(frozen=True)
@@ -72,17 +77,21 @@ def _write(out: Path, *, kind: str, seed: int, params: dict[str, Any], events: i
            columns: list[_Column], make_chunk: Callable[[np.random.Generator, int, int], dict[str, np.ndarray]],
            description: str, progress: bool, on_chunk: Callable[[int], None] | None, group: str | None = None,
            attrs: dict[str, Any] | None = None, finish: Callable[[dict[str, h5py.Dataset]], None] | None = None,
-           ) -> Path:
+           overwrite: bool = True) -> Path:
     """The chunked writing loop shared by every generator.
 
     Creates ``columns`` (in order, under ``group`` or the root), then for each chunk [start, stop) calls
     ``make_chunk(np.random.default_rng([seed, start]), start, stop)`` and writes the returned arrays whose
     names are columns, in column order (other keys are the caller's business); then ``finish`` (for
-    values known only once every event exists). Writes to ``out.partial`` and renames it at the end, so
-    a file at ``out`` is always complete; the partial file is removed on failure.
+    values known only once every event exists). Writes to a temporary file next to ``out`` and renames it at the
+    end, so a file at ``out`` is always complete (a killed writer leaves only a hidden ``.NAME.*.partial``); the
+    temporary file is removed on failure. An existing ``out`` is an error unless ``overwrite``.
     """
     out = Path(out)
-    tmp = out.with_name(out.name + ".partial")
+    _refuse_existing(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # a name of this writer's own (another one may write the same --out), created with the usual permissions
+    tmp = out.with_name(f".{out.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
     try:
         with _new_file(tmp) as f:
             _attrs(f, kind, seed, params)
@@ -107,11 +116,17 @@ def _write(out: Path, *, kind: str, seed: int, params: dict[str, Any], events: i
                         on_chunk(stop)
             if finish:
                 finish(datasets)
+        _refuse_existing(out, overwrite)
         tmp.replace(out)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return out
+
+
+def _refuse_existing(out: Path, overwrite: bool) -> None:
+    if not overwrite and (out.exists() or out.is_symlink()):
+        raise HpoError(f"{out} exists; pass --force to replace it, or choose another --out")
 
 
 def _check_events(events: int) -> None:
@@ -120,17 +135,18 @@ def _check_events(events: int) -> None:
 
 
 def write_calo(out: Path, *, events: int, size: int = 64, seed: int = 0, signal_fraction: float = 0.5,
-               progress: bool = True, on_chunk: Callable[[int], None] | None = None) -> Path:
+               progress: bool = True, on_chunk: Callable[[int], None] | None = None, overwrite: bool = True) -> Path:
     """Generate ``events`` calorimeter events into ``out`` (public ATLAS RPV layout plus our variables).
 
     Args:
-        out: the HDF5 file to write (replaced if it exists; written to a temporary name first).
+        out: the HDF5 file to write (written to a temporary name first, renamed when complete).
         events: number of events (≥ 1).
         size: image size in pixels (64 or 224).
         seed: the random seed; the same seed gives the same bytes.
         signal_fraction: fraction of signal events in the file (the weights carry the physical mix).
         progress: show a progress bar.
         on_chunk: called with the number of events written after every chunk (tests, callers).
+        overwrite: replace ``out`` if it exists (else an existing ``out`` is an :class:`HpoError`).
     """
     _check_events(events)
     if size not in (64, 224):
@@ -168,20 +184,20 @@ def write_calo(out: Path, *, events: int, size: int = 64, seed: int = 0, signal_
     return _write(
         out, kind="calo", seed=seed, params={"events": events, "size": size, "signal_fraction": signal_fraction},
         events=events, chunk_events=CHUNK_EVENTS, columns=columns, make_chunk=make_chunk, finish=finish,
-        description=f"calo {size}×{size}", progress=progress, on_chunk=on_chunk, group="all_events",
+        description=f"calo {size}×{size}", progress=progress, on_chunk=on_chunk, group="all_events", overwrite=overwrite,
     )
 
 
 def write_cosmo3d(out: Path, *, events: int, size: int = 32, seed: int = 0, box_size: float = cosmo3d.BOX_SIZE,
                   mean_count: float | None = None, progress: bool = True,
-                  on_chunk: Callable[[int], None] | None = None) -> Path:
+                  on_chunk: Callable[[int], None] | None = None, overwrite: bool = True) -> Path:
     """Generate ``events`` dark-matter cubes into ``out`` (the CosmoFlow layout: ``x``, ``unitPar``, ``physPar``).
 
     Each cube is a lognormal density field with a BBKS power spectrum of its own cosmology, sampled as
     Poisson particle counts in 4 redshift channels (:mod:`trainables.data.cosmo3d`).
 
     Args:
-        out: the HDF5 file to write (replaced if it exists; written to a temporary name first).
+        out: the HDF5 file to write (written to a temporary name first, renamed when complete).
         events: number of cubes (≥ 1).
         size: cells per side S (32, 64 or 128).
         seed: the random seed; the same seed gives the same bytes.
@@ -189,6 +205,7 @@ def write_cosmo3d(out: Path, *, events: int, size: int = 32, seed: int = 0, box_
         mean_count: mean particles per cell n̄; ``None``: one particle per (Mpc/h)³, (box_size/size)³.
         progress: show a progress bar.
         on_chunk: called with the number of cubes written after every chunk.
+        overwrite: replace ``out`` if it exists (else an existing ``out`` is an :class:`HpoError`).
     """
     _check_events(events)
     if size not in cosmo3d.SIZES:
@@ -212,21 +229,21 @@ def write_cosmo3d(out: Path, *, events: int, size: int = 32, seed: int = 0, box_
     return _write(
         out, kind="cosmo3d", seed=seed, params=params, events=events, chunk_events=chunk_events, columns=columns,
         make_chunk=make_chunk, description=f"cosmo3d {size}³", progress=progress, on_chunk=on_chunk,
-        attrs={"parameters": list(cosmo3d.PARAMETERS)},
+        attrs={"parameters": list(cosmo3d.PARAMETERS)}, overwrite=overwrite,
     )
 
 
 def write_lensing(out: Path, *, events: int, size: int = 64, seed: int = 0, cosmologies: int = 1,
                   pixel_arcmin: float = lensing.PIXEL_ARCMIN, shift: float = lensing.SHIFT,
                   galaxy_density: float = 0.0, progress: bool = True,
-                  on_chunk: Callable[[int], None] | None = None) -> Path:
+                  on_chunk: Callable[[int], None] | None = None, overwrite: bool = True) -> Path:
     """Generate ``events`` convergence maps into ``out`` (``maps``, ``params``, ``cosmology``).
 
     Shifted-lognormal maps with a known C_ℓ per cosmology (:mod:`trainables.data.lensing`); map i belongs
     to cosmology i mod ``cosmologies``.
 
     Args:
-        out: the HDF5 file to write (replaced if it exists; written to a temporary name first).
+        out: the HDF5 file to write (written to a temporary name first, renamed when complete).
         events: number of maps (≥ 1).
         size: pixels per side S (64, 128 or 256).
         seed: the random seed; the same seed gives the same bytes.
@@ -236,6 +253,7 @@ def write_lensing(out: Path, *, events: int, size: int = 64, seed: int = 0, cosm
         galaxy_density: galaxies per arcmin² for Gaussian shape noise; 0 (default) for none.
         progress: show a progress bar.
         on_chunk: called with the number of maps written after every chunk.
+        overwrite: replace ``out`` if it exists (else an existing ``out`` is an :class:`HpoError`).
     """
     _check_events(events)
     if size not in lensing.SIZES:
@@ -270,5 +288,5 @@ def write_lensing(out: Path, *, events: int, size: int = 64, seed: int = 0, cosm
     return _write(
         out, kind="lensing", seed=seed, params=params, events=events, chunk_events=chunk_events, columns=columns,
         make_chunk=make_chunk, description=f"lensing {size}²", progress=progress, on_chunk=on_chunk,
-        attrs={"cosmologies": table, "parameters": ["Omega_m", "sigma_8"]},
+        attrs={"cosmologies": table, "parameters": ["Omega_m", "sigma_8"]}, overwrite=overwrite,
     )
