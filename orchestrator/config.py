@@ -26,7 +26,7 @@ from orchestrator.schedulers import FIFO, PBT, SCHEDULERS, SchedulerConfig
 from orchestrator.space import SearchSpace, parse_space
 from orchestrator.yamlio import LoadedYaml, format_loc, load_yaml
 from trainables.data.spec import DataConfig
-from trainables.errors import HpoError
+from trainables.errors import DataError, HpoError
 from trainables.registry import check_workload
 
 _SQLITE_FILE = re.compile(r"(?P<prefix>sqlite[\w+]*:///)(?P<path>[^?]*)(?P<rest>\?.*)?", re.IGNORECASE)
@@ -390,7 +390,7 @@ def load_campaign(
     Args:
         path: the campaign YAML.
         overrides: ``PATH=VALUE`` items (``--set``), applied before validation.
-        check_data: require the data file to exist.
+        check_data: require the data file to exist as a regular file this user can read.
         check_workload_face: import the workload to check the parameters and objective metrics against
             what it declares (imports TensorFlow; off for pure schema checks).
 
@@ -419,14 +419,22 @@ def load_campaign(
     else:
         space = parse_space(space_raw, source=source, base=("search", "space"))
     _cross_check(config, space, source)
-    if check_data and not Path(config.workload.data.path).exists():
-        raise HpoError(
-            f"{source.where(('workload', 'data', 'path'))}: workload.data.path: data file "
-            f"{config.workload.data.path} does not exist; generate it (hpo data generate ...) or fix the path"
-        )
+    if check_data:
+        _check_data_path(config, source)
     if check_workload_face:
         _check_against_workload(config, space, source)
     return CampaignSpec(config=config, space=space, source=source.path, raw=_resolved_raw(data, config))
+
+
+def _check_data_path(config: CampaignConfig, source: LoadedYaml) -> None:
+    """The data file is a regular file this user can read (its content is checked by ``hpo validate`` and before a
+    launch); the error names the campaign file's line as well as the data file."""
+    from trainables.data.integrity import check_location
+
+    try:
+        check_location(config.workload.data.path)
+    except DataError as exc:
+        raise HpoError(f"{source.where(('workload', 'data', 'path'))}: workload.data.path: data file {exc.message}") from None
 
 
 def _resolved_raw(data: Mapping[str, Any], config: CampaignConfig) -> dict[str, Any]:
