@@ -8,7 +8,9 @@ that lives in each rank's process, driven by the module-level ``worker_*`` funct
 Inside: a ``tf.function`` train step over a Horovod-wrapped gradient tape; model and optimizer variables
 broadcast from rank 0 after the first step; the learning rate scaled by the number of ranks with a linear
 warm-up and an optional linear decay to 0 over the end of the trial; validation metrics that every rank
-agrees on; NaN/Inf detection that fails the trial with the reason; checkpoints of model, optimizer, epoch
+agrees on; NaN/Inf detection that fails the trial with the reason; a data file that fails to read back (a
+damaged chunk) fails the trial with a :class:`~trainables.errors.DataError` naming file, dataset and events
+(not with a NaN loss that blames the learning rate); checkpoints of model, optimizer, epoch
 and TensorFlow's global RNG; per-epoch wall time and throughput under the reserved ``hpo.`` prefix.
 """
 
@@ -17,7 +19,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -134,8 +137,29 @@ class Trial:
     def _train_step(self, batch: Mapping[str, Any]) -> Any:
         return self.workload.train_step(self.parts, batch, distributed.distributed_tape)
 
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Turn whatever TensorFlow makes of a read error in the data streams back into that :class:`DataError`."""
+        failures = self.splits.read_failures
+        failures.clear()
+        try:
+            yield
+        except Exception:
+            if failures:
+                raise failures[0] from None
+            raise
+
     def run_epoch(self) -> dict[str, float]:
-        """Train one epoch and validate; the returned metrics are the same on every rank."""
+        """Train one epoch and validate; the returned metrics are the same on every rank.
+
+        Raises:
+            DataError: the data file failed to read back (file, dataset and events named).
+            TrialError: a loss became NaN or Inf.
+        """
+        with self._reading():
+            return self._run_epoch()
+
+    def _run_epoch(self) -> dict[str, float]:
         started = time.perf_counter()
         self._validation = None  # the weights are about to change
         train = self.splits.train_for_epoch(self.epoch) if self.splits.train_for_epoch else self.splits.train
@@ -181,7 +205,8 @@ class Trial:
                 lrs = ", ".join(f"{k}={v:g}" for k, v in self.params.items() if "learning_rate" in k)
                 raise TrialError(
                     f"{name} became {v} at epoch {self.epoch + 1}, step {step}; the training diverged: lower the "
-                    f"learning rate ({lrs}) or raise warmup_epochs"
+                    f"learning rate ({lrs}) or raise warmup_epochs (or, for a file without checksums, run `hpo data "
+                    f"check --deep {self.spec.data.path}`)"
                 )
 
     # --- checkpoints ------------------------------------------------------------------------------------
@@ -209,7 +234,8 @@ class Trial:
             raise TrialError(f"no checkpoint in {directory} (expected {path}.index)")
         if not self._broadcast_done:
             # optimizer slots must exist before restoring into them: one zero-learning-rate step
-            self._materialise_optimizer()
+            with self._reading():
+                self._materialise_optimizer()
         self._checkpoint().read(str(path)).assert_existing_objects_matched()
         self.epoch = int(self.epoch_var.numpy())
         self._validation = None
@@ -228,6 +254,10 @@ class Trial:
 
     def finalize(self, out_dir: str) -> dict[str, Any]:
         """Final validation metrics, plots and the exported model (written by rank 0)."""
+        with self._reading():
+            return self._finalize(out_dir)
+
+    def _finalize(self, out_dir: str) -> dict[str, Any]:
         if self._validation is not None:
             metrics = dict(self._validation)  # the last epoch validated these very weights (context is current)
         else:

@@ -40,6 +40,7 @@ import numpy as np
 
 from trainables.data import cosmo3d
 from trainables.data.checks import h5_attr
+from trainables.data.integrity import READ_ERRORS, Spot, damaged_rows
 from trainables.data.spec import DataConfig
 from trainables.errors import DataError, HpoError
 
@@ -72,6 +73,9 @@ class Splits:
     #: the training stream of a given epoch: its shuffling depends only on (seed, rank, epoch), so a
     #: trial resumed at epoch k sees exactly the batches an uninterrupted one would have seen
     train_for_epoch: Callable[[int], tf.data.Dataset] | None = None
+    #: read errors of the streams (file, dataset, events), newest last: TensorFlow re-raises a generator's
+    #: exception as an opaque OpError, so the training loop looks here for the data error behind it
+    read_failures: list[DataError] = field(default_factory=list)
 
 
 def split_indices(n: int, split: Sequence[float], seed: int) -> dict[str, np.ndarray]:
@@ -93,13 +97,23 @@ def _slab(ds: h5py.Dataset, group: np.ndarray) -> np.ndarray:
 
     A gap of more than :data:`READ_GAP` events starts a new read, so a rank's shard (blocks of events
     spread over the file) costs about the bytes it uses, not the whole span it covers.
+    A damaged chunk (a checksum mismatch, bytes that do not decode) is a :class:`DataError` naming the file, the
+    dataset and the events of the read.
     """
     cuts = np.flatnonzero(np.diff(group) > READ_GAP) + 1
     parts = []
     for run in np.split(group, cuts):
         lo, hi = int(run[0]), int(run[-1]) + 1
-        parts.append(ds[lo:hi][run - lo])
+        parts.append(_read(ds, lo, hi)[run - lo])
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _read(ds: h5py.Dataset, lo: int, hi: int, *index: slice) -> np.ndarray:
+    """``ds[lo:hi, *index]``; an HDF5 read error becomes a :class:`DataError` naming file, dataset and events."""
+    try:
+        return np.asarray(ds[(slice(lo, hi), *index)])
+    except READ_ERRORS as exc:
+        raise Spot(ds.name.lstrip("/"), *damaged_rows(ds, lo, hi)).error(ds.file.filename, exc) from None
 
 
 class KindReader:
@@ -180,7 +194,7 @@ class CaloReader(KindReader):
             for group in event_groups(train, self.group_events):
                 for c, key in enumerate(self.keys):
                     maxima[c] = max(maxima[c], float(_slab(f["all_events"][key], group).max()))
-            mean_weight = float(f["all_events/weight"][: int(train.max()) + 1][train].mean()) if train.size else 1.0
+            mean_weight = float(_read(f["all_events/weight"], 0, int(train.max()) + 1)[train].mean()) if train.size else 1.0
         return {"channel_max": [float(m) if m > 0 else 1.0 for m in maxima], "channels": list(self.keys),
                 "weight_scale": 1.0 / (mean_weight or 1.0), "transform": self.opts["transform"]}
 
@@ -237,8 +251,9 @@ class Cosmo3dReader(KindReader):
         cubes = []
         for index in group:
             i, j, k = int(index) // (p * p), int(index) // p % p, int(index) % p
-            cubes.append(f["full"][i * s:(i + 1) * s, j * s:(j + 1) * s, k * s:(k + 1) * s, :c])
-        return np.stack(cubes), np.repeat(f["unitPar"][:][None], group.size, axis=0)
+            cubes.append(_read(f["full"], i * s, (i + 1) * s, slice(j * s, (j + 1) * s), slice(k * s, (k + 1) * s),
+                               slice(0, c)))
+        return np.stack(cubes), np.repeat(_read(f["unitPar"], 0, 4)[None], group.size, axis=0)
 
     def read(self, f: h5py.File, group: np.ndarray, norm: Mapping[str, Any]) -> tuple[np.ndarray, ...]:
         counts, u = self._cubes(f, group)
@@ -336,18 +351,27 @@ class _Stream:
     """Yields groups of elements for a sorted index array; reshuffles group order per epoch."""
 
     def __init__(self, reader: KindReader, norm: Mapping[str, Any], indices: np.ndarray, seed: int, shuffle: bool,
-                 epoch: int = 0) -> None:
+                 epoch: int = 0, failures: list[DataError] | None = None) -> None:
         self.reader, self.norm, self.indices = reader, norm, indices
         self.seed, self.shuffle, self.epoch = seed, shuffle, epoch
+        self.failures = failures if failures is not None else []
 
     def __call__(self) -> Iterator[tuple[np.ndarray, ...]]:
         groups = event_groups(self.indices, self.reader.group_events)
         if self.shuffle:
             order = np.random.default_rng([self.seed, self.epoch]).permutation(len(groups))
             groups = [groups[i] for i in order]
-        with h5py.File(self.reader.path, "r") as f:
-            for group in groups:
-                yield self.reader.read(f, group, self.norm)
+        try:
+            with h5py.File(self.reader.path, "r") as f:
+                for group in groups:
+                    yield self.reader.read(f, group, self.norm)
+        except DataError as exc:
+            self.failures.append(exc)
+            raise
+        except READ_ERRORS as exc:  # opening the file (replaced, truncated, gone)
+            failure = Spot().error(self.reader.path, exc)
+            self.failures.append(failure)
+            raise failure from None
 
 
 def make_datasets(cfg: DataConfig, kind: str, *, batch_size: int, seed: int, rank: int = 0, size: int = 1,
@@ -405,8 +429,10 @@ def _make_datasets(cfg: DataConfig, kind: str, *, batch_size: int, seed: int, ra
     def as_dict(*xs: tf.Tensor) -> dict[str, tf.Tensor]:
         return dict(zip(names, xs, strict=True))
 
+    failures: list[DataError] = []
+
     def pipeline(indices: np.ndarray, *, shuffle: bool, drop: bool, epoch: int = 0) -> tf.data.Dataset:
-        stream = _Stream(reader, norm, indices, seed + 31 * rank, shuffle, epoch)
+        stream = _Stream(reader, norm, indices, seed + 31 * rank, shuffle, epoch, failures)
         ds = tf.data.Dataset.from_generator(stream, output_signature=signature).unbatch()
         if shuffle:
             buffer = min(cfg.shuffle_buffer, buffer_cap, max(indices.size, 1))
@@ -432,7 +458,7 @@ def _make_datasets(cfg: DataConfig, kind: str, *, batch_size: int, seed: int, ra
         test=pipeline(parts["test"][rank::size], shuffle=False, drop=False),
         n_train=int(train.size), n_val=int(parts["val"].size), n_test=int(parts["test"].size),
         steps_per_epoch=steps, input_shape=reader.sample_shape, norm=norm,
-        train_for_epoch=lambda epoch: pipeline(shard, shuffle=True, drop=True, epoch=epoch),
+        train_for_epoch=lambda epoch: pipeline(shard, shuffle=True, drop=True, epoch=epoch), read_failures=failures,
     )
 
 
