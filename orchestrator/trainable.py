@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -32,7 +33,9 @@ from typing import Any
 from ray import tune
 
 from orchestrator.tracking_bridge import spool_here, stage_dir
+from trainables.data.integrity import Fingerprint
 from trainables.data.spec import DataConfig
+from trainables.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,15 @@ class TrialContext:
     rendezvous_timeout_s: int = 120  # Gloo's rendezvous and Horovod's start (trial.rendezvous_timeout)
     epoch_timeout_s: float | None = None  # deadline of one epoch on every rank (trial.epoch_timeout); None: none
     nics: tuple[str, ...] = ()  # network interfaces the ranks may use (trial.nics); () each node's Ray address
+    #: the data file as the campaign (re)started: taken when the driver builds the context (its SHA-256 is the one
+    #: environment.json records); every trial's start compares the file's size and mtime with it
+    data_fingerprint: Fingerprint | None = None
+
+    def __post_init__(self) -> None:
+        if self.data_fingerprint is None:
+            from trainables.data.integrity import fingerprint
+
+            object.__setattr__(self, "data_fingerprint", fingerprint(self.data.path))
 
 
 # --- functions executed on every Horovod rank (pickled by value into the workers) ----------------------
@@ -148,12 +160,28 @@ class HorovodTrainable(tune.Trainable):
                 timeout_s=ctx.rendezvous_timeout_s, nics=ctx.nics,
             )
             self.workers.start()
+        self._check_data()
         spec = self._trial_spec()
         # the trial's run opens when the trial trains (its first step or restore), not here: Tune may set up an actor
         # for a trial and then discard it for a cached one, and that actor's cleanup must not touch the run
         self.tracker = None
         self._on_ranks(_rank_setup, [spec], what="the trial's setup", setup=True)
         self.timing["hpo.setup_s"] = time.time() - self.trial_started
+
+    def _check_data(self) -> None:
+        """The data file is still the one the campaign started with (size and mtime; SHA-256 when they differ): a
+        file replaced mid-campaign fails every new trial with both checksums, and trials that finished stay as
+        they are."""
+        from trainables.data.integrity import verify_fingerprint
+
+        if self.context.data_fingerprint is None:
+            return
+        try:
+            verify_fingerprint(self.context.data_fingerprint)
+        except DataError as exc:
+            self._tracking()
+            self._close_tracking("FAILED", exc.message)
+            raise
 
     def step(self) -> dict[str, Any]:
         """Train and validate one epoch on every rank; report rank 0's (rank-averaged) metrics."""
@@ -321,9 +349,16 @@ class HorovodTrainable(tune.Trainable):
             from orchestrator.tracking_bridge import TrialTracking
 
             self.tracker = TrialTracking.open(tracking, trial_id=self.trial_id, params=self.params, context=self.context,
-                                              stage=self.stage)
+                                              stage=self.stage, number=self._trial_number())
             self.tracker.log_placement(self.workers.placement)
         return self.tracker
+
+    def _trial_number(self) -> int | None:
+        """Ray Tune's count of this trial in its run (1, 2, ...), which begins its experiment tag and so its directory's
+        name (``HorovodTrainable_<id>_<count>_<params>_<date>``); None where that name says otherwise."""
+        name = str(getattr(getattr(self, "_storage", None), "trial_dir_name", None) or "")
+        match = re.search(rf"_{re.escape(self.trial_id)}_(\d+)_", name)
+        return int(match.group(1)) if match else None
 
     def _close_tracking(self, state: str, error: str | None) -> None:
         if self.tracker is None or self.finished_state is not None:
