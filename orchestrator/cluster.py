@@ -30,6 +30,19 @@ if TYPE_CHECKING:
 #: Environment every Ray worker of a campaign gets (Keras 2 for Horovod; quiet TensorFlow).
 WORKER_ENV = {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 
+#: How the driver's MLflow client authenticates and verifies TLS: the trials log with the same settings, also on
+#: nodes whose Ray was started without them (they travel in the job's runtime environment, which only this
+#: cluster's users, holding its token, can read).
+TRACKING_CLIENT_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
+                       "MLFLOW_TRACKING_INSECURE_TLS", "MLFLOW_TRACKING_SERVER_CERT_PATH",
+                       "MLFLOW_TRACKING_CLIENT_CERT_PATH")
+
+
+def worker_env() -> dict[str, str]:
+    """The environment every Ray worker of the campaign gets: :data:`WORKER_ENV` and the driver's MLflow client
+    settings (:data:`TRACKING_CLIENT_ENV`) that are set."""
+    return {**WORKER_ENV, **{k: os.environ[k] for k in TRACKING_CLIENT_ENV if os.environ.get(k)}}
+
 #: Where Ray keeps the token that ``ray start --head`` creates (Ray 2.60 token authentication).
 TOKEN_FILE = Path.home() / ".ray" / "auth_token"
 
@@ -85,7 +98,7 @@ def connect(address: str | None) -> ClusterInfo:
         try:
             ray.init(
                 address=target, include_dashboard=False, log_to_driver=bool(os.environ.get("HPO_WORKER_LOGS")),
-                logging_level=logging.WARNING, runtime_env={"env_vars": WORKER_ENV},
+                logging_level=logging.WARNING, runtime_env={"env_vars": worker_env()},
             )
         except Exception as exc:
             raise _connect_error(address, exc) from None

@@ -247,7 +247,25 @@ def server_command(*, host: str, port: int, backend_store_uri: str, artifacts_de
     if auth_config is not None:
         argv += ["--app-name", "basic-auth"]
         env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth_config)
+        env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = flask_secret(auth_config.parent)
     return argv, env
+
+
+def flask_secret(directory: Path) -> str:
+    """The key the basic-auth app signs its CSRF tokens with: ``$MLFLOW_FLASK_SERVER_SECRET_KEY`` when set (several
+    servers behind one proxy must share it), else a random one kept in ``directory/flask_secret`` (mode 600) so
+    that a restarted server accepts the forms its UI handed out before."""
+    given = os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY")
+    if given:
+        return given
+    path = directory / "flask_secret"
+    if not path.exists():
+        import secrets
+
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(secrets.token_hex(32))
+    return path.read_text().strip()
 
 
 def start_server(*, port: int | None = None, backend_store_uri: str | None = None,
@@ -300,7 +318,11 @@ def start_server(*, port: int | None = None, backend_store_uri: str | None = Non
     # Our own group (start_new_session): its id stays taken while any member lives, so this reaches only what is
     # left of this server, also after poll() reaped the leader.
     _terminate_group(process.pid)
-    process.poll()
+    code = process.poll()
+    if code is not None and time.time() < deadline:
+        lines = [ln.strip() for ln in log_file.read_text(errors="replace").splitlines() if ln.strip()]
+        last = redact_text(lines[-1])[:300] if lines else "nothing logged"
+        raise HpoError(f"the MLflow server on port {port} exited at start (status {code}): {last}; see {log_file}")
     raise HpoError(f"the MLflow server on port {port} did not answer /health within {timeout:g} s; see {log_file}")
 
 

@@ -1,9 +1,9 @@
 """The embedded server's hardening: no password in its arguments, on disk or in output, and signals only to the
 recorded process (a recycled pid is left alone).
 
-One real ``mlflow server`` (SQLite) checks what ``ps`` would show and a verified stop; a ``sleep`` stands in
-for a server where a test needs a password in the store URI (nothing could serve that store) and for the
-unrelated process that inherited a recorded pid.
+Real ``mlflow server`` processes (over SQLite, and over the session's PostgreSQL with the password in the store
+URI) check what ``ps`` would show and a verified stop; a ``sleep`` stands in for the unrelated process that
+inherited a recorded pid.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
+import psutil
 import pytest
 
 import tracking.server as server
@@ -83,35 +83,38 @@ def _hpo_home(directory: Path) -> dict[str, str]:
     return {**os.environ, "HPO_HOME": str(directory.parent)}
 
 
-def test_a_password_never_reaches_arguments_record_or_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                             hpo: Hpo) -> None:
-    """start_server with a PostgreSQL password: the child gets it in its environment only; server.json,
-    ``hpo server --status`` and the returned record show ***; the recorded process is then stopped."""
-    launched: dict[str, Any] = {}
-
-    def popen(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-        launched.update(argv=argv, env=kwargs["env"])
-        return subprocess.Popen(["sleep", "60"], stdout=kwargs["stdout"], stderr=kwargs["stderr"],
-                                start_new_session=kwargs["start_new_session"])
-
-    monkeypatch.setattr(server, "subprocess", SimpleNamespace(Popen=popen, STDOUT=subprocess.STDOUT))
-    monkeypatch.setattr(server, "healthy", lambda uri, timeout=2.0: True)
+def test_a_password_never_reaches_arguments_record_or_output(tmp_path: Path, postgres: Any, hpo: Hpo) -> None:
+    """A real server over a real PostgreSQL store whose URI carries the password: no process of its group shows
+    it in its arguments; server.json, ``hpo server --status`` and the returned record show ***; then stopped."""
+    store = postgres.create_database("credentials")
+    secret = store.split(":")[2].split("@")[0]
     directory = tmp_path / "mlflow"
-    info = server.start_server(directory=directory, port=server.free_port(), backend_store_uri=STORE)
-    assert not any(SECRET in a for a in launched["argv"])
-    assert launched["env"]["MLFLOW_BACKEND_STORE_URI"] == STORE
-    assert info.backend_store_uri == redact(STORE)
-    text = (directory / "server.json").read_text()
-    assert SECRET not in text and redact(STORE) in text
-    assert json.loads(text)["cmdline"] == ["sleep", "60"] and info.process is not None
+    info = server.start_server(directory=directory, backend_store_uri=store)
+    try:
+        members = [p for p in psutil.process_iter(["pid"]) if _group_of(p.pid) == info.pid]
+        assert members, "the server's process group is empty"
+        for member in members:
+            argv = " ".join(member.cmdline())
+            assert secret not in argv and "postgresql" not in argv, argv
+        assert info.backend_store_uri == redact(server.store_uri(store)) and secret not in info.backend_store_uri
+        text = (directory / "server.json").read_text()
+        assert secret not in text and "***" in text
+        assert json.loads(text)["cmdline"] and info.process is not None
 
-    shown = hpo("server", "--status", env=_hpo_home(directory), timeout=120)
-    assert shown.returncode == 1, shown.stderr  # nothing answers /health on that port: only the record is read
-    assert SECRET not in shown.stdout + shown.stderr and redact(STORE) in shown.stdout
-
-    assert server.stop_server(directory).startswith("stopped the MLflow server")
+        shown = hpo("server", "--status", env=_hpo_home(directory), timeout=120)
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        assert secret not in shown.stdout + shown.stderr and "hpo:***@127.0.0.1" in shown.stdout
+    finally:
+        assert server.stop_server(directory).startswith("stopped the MLflow server")
     assert not group_alive(info.pid)
     assert not (directory / "server.json").exists()
+
+
+def _group_of(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
 
 
 def test_an_inline_password_on_the_command_line_is_warned_about(tmp_path: Path, hpo: Hpo) -> None:
