@@ -9,7 +9,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,10 @@ log = logging.getLogger("hpo")
 #: Live displays by campaign name. Tune pickles callbacks into its experiment state (and a restored run
 #: unpickles them), so the monitor looks its display up here instead of holding it.
 LIVE_DISPLAYS: dict[str, Live] = {}
+
+#: Called with the trial records each time a trial ends (finished, stopped or failed for good), by campaign name;
+#: the driver logs the campaign's metrics to its parent run from here. Looked up like :data:`LIVE_DISPLAYS`.
+TRIAL_END_LISTENERS: dict[str, Callable[[Mapping[str, Mapping[str, Any]]], None]] = {}
 
 #: How the live table colours each trial state.
 STATE_STYLE: dict[TrialState, str] = {
@@ -142,6 +146,7 @@ class CampaignMonitor(Callback):
         record["objectives"] = [_finite((trial.last_result or {}).get(m)) for m in self.metrics]
         self.consecutive_failures = 0
         self._changed(force=True)
+        self._ended()
 
     def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         """A trial failed and will be retried from its last checkpoint."""
@@ -162,6 +167,7 @@ class CampaignMonitor(Callback):
         log.error("trial %s failed for good: %s", trial.trial_id, record["error"])
         self.consecutive_failures += 1
         self._changed(force=True)
+        self._ended()
 
     def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
         """Refresh the live table about once a second."""
@@ -197,6 +203,14 @@ class CampaignMonitor(Callback):
         record["params"] = {k: v for k, v in (trial.config or {}).items() if not k.startswith("__")}
         record["path"] = str(self.cdir.trials_dir / trial.trial_id)
         return record
+
+    def _ended(self) -> None:
+        listener = TRIAL_END_LISTENERS.get(self.cdir.name)
+        if listener is not None:
+            try:
+                listener(self.records)
+            except Exception as exc:  # the campaign's metrics are a view; a trial's end must not fail on them
+                log.warning("could not log the campaign's metrics: %s", exc)
 
     def _changed(self, force: bool = False) -> None:
         now = time.time()

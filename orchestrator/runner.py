@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +31,7 @@ from orchestrator.cluster import ClusterInfo, check_fits, check_storage, check_t
 from orchestrator.config import CampaignSpec, load_campaign
 from orchestrator.progress import (
     LIVE_DISPLAYS,
+    TRIAL_END_LISTENERS,
     CampaignMonitor,
     FailureStopper,
     ranked_records,
@@ -374,25 +375,47 @@ def _fit(spec: CampaignSpec, cdir: CampaignDir, prepared: Prepared, tracking: An
     from ray import tune
 
     monitor = _monitor(spec, cdir, run, trials)
+    first_index = sum(1 for r in monitor.records.values() if r.get("run") != run)  # trials of earlier runs
     # Tune snapshots the run (which trials exist, which finished, their checkpoints) at most every 10 s by default:
     # a driver killed in between comes back to an older run, which re-runs the end of trials finished since and
     # forgets trials started since. A snapshot a second keeps that window short (they are small here).
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
-    with _live(cdir.name, progress):
+    with _live(cdir.name, progress), _campaign_metrics(spec, cdir, tracking):
         run_path = f"{prepared.storage}/{run}"
         if restore and tune.Tuner.can_restore(run_path):
             tuner = tune.Tuner.restore(
-                run_path, trainable=_trainable(spec, cdir, tracking.trial_info()),
+                run_path, trainable=_trainable(spec, cdir, tracking.trial_info(first_index)),
                 resume_unfinished=True, resume_errored=False, restart_errored=False,
             )
         else:
-            tuner = _tuner(spec, cdir, prepared.storage, run, trials, tracking.trial_info(), monitor, reuse_actors)
+            tuner = _tuner(spec, cdir, prepared.storage, run, trials, tracking.trial_info(first_index), monitor,
+                           reuse_actors)
         if stop_requested.is_set():
             return 0.0
         fit_started = time.time()
         with contextlib.suppress(KeyboardInterrupt):
             tuner.fit()
         return time.time() - fit_started
+
+
+@contextlib.contextmanager
+def _campaign_metrics(spec: CampaignSpec, cdir: CampaignDir, tracking: CampaignTracking) -> Iterator[None]:
+    """Inside the block, each trial's end logs the campaign's metrics to its parent run (and records the step)."""
+    metrics = [o.metric for o in spec.config.search.objective]
+    modes = [o.mode for o in spec.config.search.objective]
+
+    def ended(records: Mapping[str, Mapping[str, Any]]) -> None:
+        before = tracking.progress_step
+        tracking.log_progress(records, metrics, modes)
+        if tracking.progress_step != before:
+            cdir.update_state(tracked_ended=tracking.progress_step)
+
+    TRIAL_END_LISTENERS[cdir.name] = ended
+    try:
+        yield
+    finally:
+        TRIAL_END_LISTENERS.pop(cdir.name, None)
+        tracking.close_progress()
 
 
 def _outcome(spec: CampaignSpec, cdir: CampaignDir, run: str, trials: int, started: float) -> RunOutcome:

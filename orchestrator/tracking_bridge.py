@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +38,8 @@ class CampaignTracking:
     campaign: str
     uid: str
     spool_dir: str  # the campaign's spool: journals of tracking operations not yet delivered
+    progress: Any = None  # RunLogger of the campaign's own metrics (log_progress), opened on first use
+    progress_step: int = 0  # trials ended at the last metrics logged
 
     @classmethod
     def start(cls, spec: CampaignSpec, cdir: CampaignDir, uri: str) -> CampaignTracking:
@@ -55,22 +57,56 @@ class CampaignTracking:
                 description=c.description,
             )
         except Exception as exc:  # MLflow's errors carry whole response bodies: one line of it is enough
-            first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-            raise HpoError(f"cannot open the campaign's run on the MLflow server {uri}: {first[:300]}; check that "
-                           "the server answers and accepts this client (tracking.uri, MLFLOW_TRACKING_*)") from None
-        write_json(cdir.tracking_file, {"uri": uri, "experiment": c.experiment, "parent_run_id": parent})
+            raise HpoError(_open_error(uri, exc)) from None
+        from tracking import ui
         from tracking.credentials import redact
 
-        Console(stderr=True).print(
-            f"MLflow: {redact(uri)}/#/experiments/{tracker.experiment}/runs/{parent} (experiment '{c.experiment}')"
-        )
+        try:
+            view: str | None = ui.save_campaign_view(tracker.client, tracker.experiment, uid=tracker.uid, campaign=c.name,
+                                                     objectives=[o.model_dump() for o in c.search.objective],
+                                                     params=spec.space.searched)
+        except Exception as exc:  # no saved view: the link filters the runs table to the campaign instead
+            log.info("could not save the campaign's view of the runs table in MLflow: %s", exc)
+            view = None
+        # experiment id and view: `hpo status` links to the campaign without asking the server
+        write_json(cdir.tracking_file, {"uri": uri, "experiment": c.experiment, "parent_run_id": parent,
+                                        "experiment_id": tracker.experiment, "view": view})
+        runs_link = ui.campaign_url(uri, tracker.experiment, tracker.uid, view)
+        console = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)  # links stay whole, one per line
+        if runs_link is None:
+            console.print(f"MLflow: {redact(uri)} (experiment '{c.experiment}', campaign run {parent}; no web UI there)")
+        else:
+            console.print(f"MLflow: {runs_link} (experiment '{c.experiment}': the campaign's run, its trials nested under it)")
+            console.print(f"        campaign run: {ui.run_url(uri, tracker.experiment, parent)}")
         return cls(uri=uri, experiment=c.experiment, experiment_id=tracker.experiment, parent_run_id=parent, campaign=c.name,
-                   uid=tracker.uid, spool_dir=str(cdir.spool_dir))
+                   uid=tracker.uid, spool_dir=str(cdir.spool_dir), progress_step=int(cdir.state().get("tracked_ended", 0)))
 
-    def trial_info(self) -> dict[str, Any]:
-        """What each trial needs to log (travels to the Ray actors)."""
+    def trial_info(self, first_index: int = 0) -> dict[str, Any]:
+        """What each trial needs to log (travels to the Ray actors); ``first_index``: trials the campaign ran before
+        this Tune run (an extension's trials are numbered on from there in their run names)."""
         return {"uri": self.uri, "experiment_id": self.experiment_id, "parent_run_id": self.parent_run_id,
-                "campaign": self.campaign, "uid": self.uid, "spool_dir": self.spool_dir}
+                "campaign": self.campaign, "uid": self.uid, "spool_dir": self.spool_dir, "first_index": first_index}
+
+    def log_progress(self, records: Mapping[str, Mapping[str, Any]], metrics: Sequence[str], modes: Sequence[str]) -> None:
+        """The campaign's own metrics on its parent run, at step = trials ended so far (:func:`campaign_metrics`),
+        so that MLflow's chart view compares campaigns. Journaled like a trial's (``hpo sync`` delivers what a
+        killed driver left); a step already logged is not logged again (a resumed campaign re-reports its ended trials)."""
+        step, values = campaign_metrics(records, metrics, modes)
+        if step <= self.progress_step or not values:
+            return
+        self.progress_step = step
+        if self.progress is None:
+            from tracking.client import RunLogger
+
+            self.progress = RunLogger({"uri": self.uri, "experiment": self.experiment_id, "run_id": self.parent_run_id},
+                                      spool_dir=self.spool_dir, key="campaign-progress", label=" for the campaign's metrics")
+        self.progress.log_metrics(step, values)
+
+    def close_progress(self, timeout: float = 10) -> None:
+        """Deliver the campaign metrics still queued (what does not arrive in ``timeout`` s stays in the spool)."""
+        if self.progress is not None:
+            self.progress.close(timeout)
+            self.progress = None
 
     def finish(self, spec: CampaignSpec, cdir: CampaignDir, outcome: RunOutcome, timeout: float = 30) -> None:
         """Summary table and study plots on the parent run, trial runs left RUNNING by killed processes closed;
@@ -89,6 +125,72 @@ class CampaignTracking:
                             cdir.name)
         except Exception as exc:
             log.warning("could not write the campaign summary to MLflow: %s", exc)
+
+
+def _open_error(uri: str, exc: Exception) -> str:
+    """One line for a campaign whose run the server would not open: what it said, and what to do about it."""
+    import os
+
+    from tracking.credentials import redact
+
+    text = str(exc)
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    status = getattr(exc, "get_http_status_code", lambda: None)()
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if status == 401 or "401" in first or "credentials" in text.lower():
+        if not user:
+            return (f"the MLflow server {redact(uri)} requires a user name and password: set MLFLOW_TRACKING_USERNAME "
+                    "and MLFLOW_TRACKING_PASSWORD in the environment (never in tracking.uri)")
+        return (f"the MLflow server {redact(uri)} refused user '{user}' (HTTP 401): check MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD")
+    if status == 403 or "PERMISSION_DENIED" in text:
+        return (f"the MLflow server {redact(uri)} does not let user '{user}' write to this campaign's experiment "
+                f"(HTTP 403: {first[:200]}); ask its owner or the server's admin for EDIT permission, or set "
+                "tracking.experiment to an experiment of your own")
+    return (f"cannot open the campaign's run on the MLflow server {redact(uri)}: {first[:300]}; check that the server "
+            "answers and accepts this client (tracking.uri, MLFLOW_TRACKING_*)")
+
+
+def campaign_metrics(records: Mapping[str, Mapping[str, Any]], metrics: Sequence[str],
+                     modes: Sequence[str]) -> tuple[int, dict[str, float]]:
+    """(trials ended, the campaign's metrics) from its trial records, for the parent run.
+
+    The metrics: each objective's best value so far under its own name (so the campaign's row in MLflow's
+    runs table shows it in the objective's column) and as ``hpo.best.NAME``; ``hpo.trials.finished``,
+    ``hpo.trials.stopped``, ``hpo.trials.failed``; ``hpo.core_hours`` (cores held × wall time, every trial).
+    With several objectives, "best" is each objective's own best over the trials.
+    """
+    from orchestrator.progress import best_records, trial_done
+    from orchestrator.state import TrialState
+
+    counts = TrialState.counts(records.values())
+    values: dict[str, float] = {f"hpo.trials.{state.lower()}": float(counts.get(state, 0))
+                                for state in (TrialState.FINISHED, TrialState.STOPPED, TrialState.FAILED)}
+    seconds = sum(float((r.get("last") or {}).get("hpo.core_seconds") or 0.0) for r in records.values())
+    values["hpo.core_hours"] = seconds / 3600
+    for index, (metric, mode) in enumerate(zip(metrics, modes, strict=True)):
+        best = best_records(records, index, mode, 1)
+        if best:
+            values[metric] = values[f"hpo.best.{metric}"] = float(best[0]["objectives"][index])
+    return sum(1 for r in records.values() if trial_done(r)), values
+
+
+def trial_run_name(trial_id: str, searched: Mapping[str, Any], number: int | None, first_index: int = 0,
+                   most: int = 4) -> str:
+    """A trial run's name in MLflow: its number in the campaign and its first few searched values, e.g.
+    ``#3 lr=0.0032 filters=32 dropout=0.21``. The number is Ray Tune's count of the trial in its run (from 1) plus
+    ``first_index`` (the trials of the campaign's earlier runs); without one, the trial id stands in. The run keeps
+    its trial id in the tag ``hpo.trial_id`` either way."""
+    label = f"#{number + first_index}" if number is not None else trial_id
+
+    def short(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.2g}"
+        return str(value)
+
+    shown = [f"{k}={short(v)}" for k, v in list(searched.items())[:most]]
+    more = " …" if len(searched) > most else ""
+    return f"{label} {' '.join(shown)}{more}".strip()[:250]
 
 
 def study_plots(spec: CampaignSpec, cdir: CampaignDir) -> list[Path]:
@@ -139,12 +241,14 @@ class TrialTracking:
 
     @classmethod
     def open(cls, info: dict[str, Any], *, trial_id: str, params: dict[str, Any], context: Any,
-             stage: Path | None = None) -> TrialTracking:
+             stage: Path | None = None, number: int | None = None) -> TrialTracking:
         """The trial's nested run (created, or reattached for a retried/resumed trial), journaled in the
         campaign's spool; ``stage`` holds the trial's files for upload and goes once they are delivered."""
         from tracking.client import TrialLogger
 
+        searched = {k: v for k, v in params.items() if k not in context.fixed_params and not k.startswith("__")}
         logger = TrialLogger(info["uri"], info["experiment_id"], info["parent_run_id"], info["campaign"], trial_id, uid=info["uid"],
+                             run_name=trial_run_name(trial_id, searched, number, int(info.get("first_index", 0))),
                              params={**params, "hpo.workers": context.workers, "hpo.cpus_per_worker": context.cpus_per_worker,
                                      "hpo.gpus_per_worker": context.gpus_per_worker, "hpo.workload": context.workload},
                              spool_dir=spool_here(info.get("spool_dir")), stage=stage)

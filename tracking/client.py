@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from tracking.spool import SUFFIX, Deliverer, DeliveryReport, Journal, RunTarget, deliver_orphans
+from tracking.ui import tag_experiment
 
 log = logging.getLogger("hpo.tracking")
 
@@ -49,19 +50,25 @@ def client(uri: str) -> Any:
 
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    # MLflow prints "View run ... at" links to the GenAI view when a run ends; ours (tracking.ui) open the runs table
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
 
 
 def experiment_id(mlflow_client: Any, name: str) -> str:
-    """The id of experiment ``name``, created when missing."""
+    """The id of experiment ``name``, created when missing; tagged as model development for MLflow's UI
+    (:func:`tracking.ui.tag_experiment`)."""
     found = mlflow_client.get_experiment_by_name(name)
     if found is not None:
         if found.lifecycle_stage == "deleted":
             mlflow_client.restore_experiment(found.experiment_id)
+        tag_experiment(mlflow_client, str(found.experiment_id), found.tags)
         return str(found.experiment_id)
-    return str(mlflow_client.create_experiment(name))
+    created = str(mlflow_client.create_experiment(name))
+    tag_experiment(mlflow_client, created, {})
+    return created
 
 
 def find_run(mlflow_client: Any, experiment: str, tags: Mapping[str, str]) -> str | None:
@@ -181,6 +188,13 @@ class RunLogger:
         elif self.stage is not None:
             shutil.rmtree(self.stage, ignore_errors=True)
 
+    def log_metrics(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Metrics at ``step`` (timestamp fixed now): PBT's new values at the epoch it perturbed, a campaign's
+        progress at the number of trials ended."""
+        now = int(time.time() * 1000)
+        batch = [[k, float(v), now, step] for k, v in metrics.items() if isinstance(v, (int, float))]
+        self.submit({"op": "metrics", "what": f"metrics at step {step}", "metrics": batch})
+
 
 class TrialLogger(RunLogger):
     """One trial's nested run: found by its campaign launch, trial id and role, created when missing.
@@ -192,6 +206,7 @@ class TrialLogger(RunLogger):
         campaign: campaign name (tag).
         trial_id: trial id (tag; the key for reattaching).
         params: the trial's parameters (logged once).
+        run_name: the run's name in the UI (default: the trial id).
         tags: extra tags.
         uid: the campaign launch's identity (tag).
         spool_dir, stage, retry_s, max_retry_s: see :class:`RunLogger`.
@@ -200,11 +215,12 @@ class TrialLogger(RunLogger):
     def __init__(self, uri: str, experiment: str, parent_run_id: str, campaign: str, trial_id: str,
                  params: Mapping[str, Any], tags: Mapping[str, str] | None = None, retry_s: float = 1.0,
                  uid: str = "", max_retry_s: float = 10.0, spool_dir: str | Path | None = None,
-                 stage: str | Path | None = None) -> None:
+                 stage: str | Path | None = None, run_name: str | None = None) -> None:
         self.campaign, self.trial_id, self.uid, self.parent_run_id = campaign, trial_id, uid, parent_run_id
+        run_name = run_name or trial_id
         create_tags = {TAG_CAMPAIGN: campaign, TAG_UID: uid, TAG_TRIAL: trial_id, TAG_ROLE: "trial",
-                       "mlflow.parentRunId": parent_run_id, "mlflow.runName": trial_id, **(tags or {})}
-        header = {"uri": uri, "experiment": experiment, "run_name": trial_id, "create_tags": create_tags,
+                       "mlflow.parentRunId": parent_run_id, "mlflow.runName": run_name, **(tags or {})}
+        header = {"uri": uri, "experiment": experiment, "run_name": run_name, "create_tags": create_tags,
                   "find": {TAG_UID: uid, TAG_TRIAL: trial_id, TAG_ROLE: "trial"}, "params": flatten(dict(params))}
         super().__init__(header, spool_dir=spool_dir, key=f"trial-{trial_id}", stage=stage, retry_s=retry_s,
                          max_retry_s=max_retry_s, label=f" for trial {trial_id}")
@@ -216,12 +232,6 @@ class TrialLogger(RunLogger):
         now = int(time.time() * 1000)
         batch = [[k, float(v), now, epoch] for k, v in metrics.items() if isinstance(v, (int, float))]
         self.submit({"op": "metrics", "what": f"epoch {epoch}", "epoch": epoch, "metrics": batch})
-
-    def log_metrics(self, step: int, metrics: Mapping[str, float]) -> None:
-        """Metrics at ``step`` that are not an epoch's results (PBT's new values at the epoch it perturbed)."""
-        now = int(time.time() * 1000)
-        batch = [[k, float(v), now, step] for k, v in metrics.items() if isinstance(v, (int, float))]
-        self.submit({"op": "metrics", "what": f"metrics at step {step}", "metrics": batch})
 
     def rewind(self, epoch: int) -> None:
         """The trial continues from another lineage's checkpoint of ``epoch`` (a PBT exploit): its next epochs are

@@ -1,5 +1,8 @@
 """A real campaign on local Ray: 4 trials of 2 Horovod ranks, ASHA, a conditional parameter, tracked in
-a real MLflow server; then the registry: best, promote (twice), --require, load and predict."""
+a real MLflow server; then the registry: best, promote (twice), --require, load and predict.
+
+The whole module runs twice: with the server's store on SQLite (the embedded default) and on PostgreSQL
+(a group's server), each a real database server the session started."""
 
 from __future__ import annotations
 
@@ -39,15 +42,15 @@ seed: 11
 
 
 @pytest.fixture(scope="module")
-def campaign(tmp_path_factory: pytest.TempPathFactory, calo_file: Path, mlflow_server: str) -> Iterator[dict[str, Any]]:
+def campaign(tmp_path_factory: pytest.TempPathFactory, calo_file: Path, store_server: str) -> Iterator[dict[str, Any]]:
     import ray
 
     root = tmp_path_factory.mktemp("campaigns")
     path = root / "e2e.yaml"
-    path.write_text(CAMPAIGN.format(data=calo_file, uri=mlflow_server))
+    path.write_text(CAMPAIGN.format(data=calo_file, uri=store_server))
     spec = load_campaign(path)
     outcome = launch(spec, campaigns_dir=root, progress=False)
-    yield {"outcome": outcome, "dir": CampaignDir.of("e2e", root), "root": root, "uri": mlflow_server, "spec": spec}
+    yield {"outcome": outcome, "dir": CampaignDir.of("e2e", root), "root": root, "uri": store_server, "spec": spec}
     ray.shutdown()
 
 
@@ -101,6 +104,35 @@ def test_mlflow_parent_and_nested_runs(campaign: dict[str, Any]) -> None:
     assert {"campaign.yaml", "search_space.json", "environment.json", "summary.json", "summary"} <= artifacts
 
 
+def test_run_names_and_the_campaigns_own_metrics(campaign: dict[str, Any]) -> None:
+    """Trial runs are named by number and searched values; the parent run gets the campaign's metrics at step =
+    trials ended, so that campaigns compare in MLflow's chart view."""
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(campaign["uri"])
+    exp = c.get_experiment_by_name("e2e").experiment_id
+    runs = c.search_runs([exp], max_results=100)
+    trials = [r for r in runs if r.data.tags.get("hpo.role") == "trial"]
+    names = sorted(r.info.run_name for r in trials)
+    assert [n.split()[0] for n in names] == ["#1", "#2", "#3", "#4"], names
+    for run in trials:
+        params = run.data.params
+        assert f"learning_rate={float(params['learning_rate']):.2g}" in run.info.run_name, run.info.run_name
+        assert f"optimizer={params['optimizer']}" in run.info.run_name and "batch_size" not in run.info.run_name
+    parent = next(r for r in runs if r.data.tags.get("hpo.role") == "campaign")
+    records = campaign["dir"].trials()
+    best = max(r["objectives"][0] for r in records.values())
+    assert parent.data.metrics["val_auc"] == pytest.approx(best) == parent.data.metrics["hpo.best.val_auc"]
+    ended = {state: [m.step for m in c.get_metric_history(parent.info.run_id, f"hpo.trials.{state}")]
+             for state in ("finished", "stopped", "failed")}
+    assert ended["finished"] == ended["stopped"] == ended["failed"] == [1, 2, 3, 4], ended  # one point per trial ended
+    last = {state: parent.data.metrics[f"hpo.trials.{state}"] for state in ("finished", "stopped", "failed")}
+    states = [r["state"] for r in records.values()]
+    assert last == {"finished": states.count("FINISHED"), "stopped": states.count("STOPPED"), "failed": 0}
+    assert parent.data.metrics["hpo.core_hours"] > 0
+    assert campaign["dir"].state()["tracked_ended"] == 4
+
+
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     with pytest.raises(SystemExit) as info:
         main(argv)
@@ -132,7 +164,10 @@ def test_best_promote_twice_require_and_load(campaign: dict[str, Any], capsys: p
     assert any(k.startswith("hpo.data.") and k.endswith(".sha256") for k in tags)
     assert c.get_model_version_by_alias("e2e-cnn", "champion").version == versions[0].version
     mlflow.set_tracking_uri(campaign["uri"])
-    model = mlflow.pyfunc.load_model("models:/e2e-cnn@champion")
+    try:
+        model = mlflow.pyfunc.load_model("models:/e2e-cnn@champion")
+    finally:  # MLflow keeps it in $MLFLOW_TRACKING_URI too, where the next store's campaign would find it
+        mlflow.set_tracking_uri(None)
     example = np.random.default_rng(0).random((3, 64, 64, 3), dtype=np.float32)
     prediction = np.asarray(model.predict(example))
     assert prediction.shape == (3, 1) and ((prediction >= 0) & (prediction <= 1)).all()
