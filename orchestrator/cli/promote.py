@@ -21,10 +21,12 @@ def command(name: str, model_name: str, alias: str, requirements: tuple[str, ...
 
     The version is tagged with the campaign, trial, objective and data checksum. Running it again does
     nothing new (the same run's model is not registered twice). Load it with
-    mlflow.pyfunc.load_model("models:/NAME@ALIAS").
+    mlflow.pyfunc.load_model("models:/NAME@ALIAS"), or serve it with `mlflow models serve`, where hpo is
+    not installed too: the model carries its own code and needs only MLflow, TensorFlow and tf-keras.
     """
     from orchestrator.cli.best import tracking_target
     from tracking import ui
+    from tracking.credentials import redact
     from tracking.registry import promote
 
     uri, experiment, parent = tracking_target(name, campaigns_dir, tracking_uri)
@@ -35,3 +37,6 @@ def command(name: str, model_name: str, alias: str, requirements: tuple[str, ...
     link = ui.model_url(uri, result.name, result.version)
     if link is not None:
         click.echo(f"MLflow: {link}")
+    # the model carries its own code (tracking/models.py): neither command needs hpo where it runs
+    click.echo(f"serve:  MLFLOW_TRACKING_URI={redact(uri)} mlflow models serve -m models:/{result.name}@{result.alias} "
+               "--env-manager local --host 127.0.0.1 --port 5001")

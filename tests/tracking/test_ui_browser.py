@@ -8,6 +8,7 @@ trial's link opens its page, which names the campaign's run as its parent. The b
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from collections.abc import Callable, Iterator
@@ -85,6 +86,8 @@ def campaign(tmp_path_factory: pytest.TempPathFactory, calo_file: Path, mlflow_s
              hpo: Callable[..., Any]) -> dict[str, Any]:
     why = browser_missing()
     if why:
+        if os.environ.get("CI") == "true" and os.geteuid() == 0:
+            pytest.fail(f"CI runs as root, so `make test` should have installed Chromium and Playwright: {why}")
         pytest.skip(why)
     root = tmp_path_factory.mktemp("ui-campaigns")
     path = root / f"{NAME}.yaml"
