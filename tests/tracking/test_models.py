@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 
-def test_cosmoflow_model_with_our_layers_round_trips_through_mlflow(mlflow_server: str, tmp_path: Path) -> None:
+def test_cosmoflow_model_with_our_layers_round_trips_through_mlflow(store_server: str, tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
     from tracking.models import log_exported_model
@@ -27,7 +27,7 @@ def test_cosmoflow_model_with_our_layers_round_trips_through_mlflow(mlflow_serve
     expected = model.predict(cubes, verbose=0)
     export = write_export(tmp_path / "export", model, cubes, {"workload": "cosmoflow"})
 
-    client = MlflowClient(mlflow_server)
+    client = MlflowClient(store_server)
     experiment = client.create_experiment(f"models-{uuid.uuid4().hex[:8]}")
     run_id = client.create_run(experiment).info.run_id
     uri = log_exported_model(client, run_id, export)
@@ -39,7 +39,7 @@ def test_cosmoflow_model_with_our_layers_round_trips_through_mlflow(mlflow_serve
         "model = mlflow.pyfunc.load_model(sys.argv[2])\n"
         "print(json.dumps(np.asarray(model.predict(np.load(sys.argv[3]))).tolist()))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script, mlflow_server, uri, str(tmp_path / "cubes.npy")],
+    proc = subprocess.run([sys.executable, "-c", script, store_server, uri, str(tmp_path / "cubes.npy")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = np.asarray(json.loads(proc.stdout.strip().splitlines()[-1]), dtype=np.float32)
