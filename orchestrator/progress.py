@@ -49,7 +49,20 @@ def _finite(value: Any) -> float | None:
 
 
 #: ``trainables.errors.TrialError: `` before a message: the class says nothing the message does not.
-_EXCEPTION_CLASS = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?(?:TrialError|HpoError|DataError): ")
+_EXCEPTION_CLASS = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?(?:TrialError|HpoError|DataError|DataChangedError): ")
+
+#: Trial errors that end the whole campaign at once: every trial after them would fail the same way, or train on
+#: other data than the trials that finished (:class:`trainables.errors.DataChangedError`).
+CAMPAIGN_FATAL = ("DataChangedError",)
+
+
+def _campaign_fatal(trial: Trial) -> bool:
+    """Whether the trial's error is one of :data:`CAMPAIGN_FATAL` (read from its error file)."""
+    path = getattr(trial, "error_file", None)
+    if not path or not Path(path).exists():
+        return False
+    text = Path(path).read_text(errors="replace")
+    return any(name in text for name in CAMPAIGN_FATAL)
 
 
 def _error_text(trial: Trial) -> str:
@@ -101,6 +114,7 @@ class CampaignMonitor(Callback):
         self.records: dict[str, dict[str, Any]] = cdir.trials()
         self.consecutive_failures = 0
         self.last_error: str | None = None
+        self.fatal: str | None = None  # a campaign-fatal trial error (CAMPAIGN_FATAL): no new trials
         self.started = time.time()
         self._last_write = 0.0
 
@@ -112,6 +126,7 @@ class CampaignMonitor(Callback):
         self.__dict__.update(state)
         self.records = self.cdir.trials()
         self.consecutive_failures = 0
+        self.fatal = None
         self.started = time.time()
         self._last_write = 0.0
 
@@ -156,6 +171,8 @@ class CampaignMonitor(Callback):
         record["last_error"] = _error_text(trial)
         log.warning("trial %s failed (attempt %d), retried from its last checkpoint: %s", trial.trial_id,
                     record["retries"], record["last_error"])
+        if self._check_fatal(trial, record["last_error"]):  # no retry will come: the campaign stops here
+            record.update(state=TrialState.FAILED, ended=time.time(), error=record["last_error"])
         self._changed(force=True)
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
@@ -165,6 +182,7 @@ class CampaignMonitor(Callback):
         record["ended"] = time.time()
         record["error"] = self.last_error = _error_text(trial)
         log.error("trial %s failed for good: %s", trial.trial_id, record["error"])
+        self._check_fatal(trial, record["error"])
         self.consecutive_failures += 1
         self._changed(force=True)
         self._ended()
@@ -195,8 +213,18 @@ class CampaignMonitor(Callback):
 
     @property
     def too_many_failures(self) -> bool:
-        """Whether the campaign should stop because its trials keep failing."""
-        return self.consecutive_failures >= self.max_consecutive_failures
+        """Whether the campaign should stop because its trials keep failing, or one failed in a way that ends it."""
+        return self.consecutive_failures >= self.max_consecutive_failures or self.fatal is not None
+
+    def _check_fatal(self, trial: Trial, message: str) -> bool:
+        """Whether the trial's error ends the campaign (:data:`CAMPAIGN_FATAL`); the first one is recorded."""
+        if not _campaign_fatal(trial):
+            return False
+        if self.fatal is None:
+            self.fatal = message
+            self.cdir.update_state(fatal=message)  # the run's outcome says why it stopped
+            log.error("campaign '%s' stops, no new trials: %s", self.cdir.name, message)
+        return True
 
     def _record(self, trial: Trial) -> dict[str, Any]:
         record = self.records.setdefault(trial.trial_id, {"trial_id": trial.trial_id, "state": TrialState.PENDING, "run": self.run})

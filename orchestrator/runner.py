@@ -27,7 +27,15 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from orchestrator.cluster import ClusterInfo, check_fits, check_storage, check_tracking_uri, connect, is_uri
+from orchestrator.cluster import (
+    ClusterInfo,
+    check_data,
+    check_fits,
+    check_storage,
+    check_tracking_uri,
+    connect,
+    is_uri,
+)
 from orchestrator.config import CampaignSpec, load_campaign
 from orchestrator.progress import (
     LIVE_DISPLAYS,
@@ -87,16 +95,38 @@ def prepare(spec: CampaignSpec, cdir: CampaignDir, address: str | None) -> Prepa
     from tracking.server import resolve_tracking_uri
 
     _preflight(spec)
+    _check_data_unchanged(spec, cdir)
     cluster = connect(address)
     check_fits(spec.config.trial, cluster)
     storage = tune_storage(spec, cdir)
     check_storage(spec.config.storage or str(cdir.root.parent), cluster,
                   field="storage" if spec.config.storage else "storage (default: the campaigns directory)")
+    check_data(spec.config.workload.data.path, cluster)
     explicit = spec.config.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")
     if explicit:
         check_tracking_uri(explicit, cluster)  # before asking it for /health: a loopback URI answers here
     uri = resolve_tracking_uri(explicit, host=cluster.driver_address if cluster.multi_node else "127.0.0.1")
     return Prepared(cluster=cluster, storage=storage, tracking_uri=uri)
+
+
+def _check_data_unchanged(spec: CampaignSpec, cdir: CampaignDir) -> None:
+    """A resumed or extended campaign trains on the data file it was launched with: its SHA-256 is recorded in
+    state.json at launch (``data_sha256``), and a file replaced since is refused before anything starts.
+
+    Raises:
+        HpoError: the file's SHA-256 differs from the recorded one (both named).
+    """
+    recorded = cdir.state().get("data_sha256")
+    if not recorded:
+        return
+    from trainables.data.integrity import fingerprint
+
+    path = spec.config.workload.data.path
+    now = fingerprint(path).sha256
+    if now != recorded:
+        raise HpoError(f"workload.data.path: {path} was replaced since campaign '{cdir.name}' was launched: SHA-256 "
+                       f"{now} now, {recorded} at launch; put the original file back, or launch a new campaign for "
+                       "the new data")
 
 
 def tune_storage(spec: CampaignSpec, cdir: CampaignDir) -> str:
@@ -319,7 +349,8 @@ def _run(spec: CampaignSpec, cdir: CampaignDir, prepared: Prepared, *, run: str,
         try:
             tracking = CampaignTracking.start(spec, cdir, prepared.tracking_uri)
             cdir.update_state(status="running", tracking_uri=redact(tracking.uri), storage=redact(prepared.storage),
-                              cluster=prepared.cluster.describe())
+                              cluster=prepared.cluster.describe(), fatal=None,
+                              data_sha256=cdir.state().get("data_sha256") or _data_sha256(spec))
             if restore:  # what killed processes journaled but never delivered goes first, in order
                 report = sync(cdir, deadline_s=60)
                 log.info("delivered %d tracking operation(s) left in the spool; %d still held", report.delivered,
@@ -346,6 +377,12 @@ def _run(spec: CampaignSpec, cdir: CampaignDir, prepared: Prepared, *, run: str,
         finally:
             cdir.release()
     return outcome
+
+
+def _data_sha256(spec: CampaignSpec) -> str:
+    from trainables.data.integrity import fingerprint
+
+    return fingerprint(spec.config.workload.data.path).sha256
 
 
 @contextlib.contextmanager
@@ -436,6 +473,9 @@ def _outcome(spec: CampaignSpec, cdir: CampaignDir, run: str, trials: int, start
         best_text = f"; Pareto front of {', '.join(o.metric for o in objectives)}: {front} trial(s)" if front else ""
     else:
         best_text = f"; best {spec.metric} = {best[0]['objectives'][0]:.4g} (trial {best[0]['trial_id']})" if best else ""
+    fatal = cdir.state().get("fatal")
+    if fatal:
+        return RunOutcome("failed", f"campaign '{c.name}' stopped, no new trials: {fatal}", counts, best)
     if failed_in_row >= c.budget.max_consecutive_failures:
         last = next((r.get("error") for r in reversed(done) if r.get("error")), "?")
         return RunOutcome("failed", f"campaign stopped: {failed_in_row} trials in a row failed; last error: {last}", counts, best)

@@ -160,33 +160,37 @@ class HorovodTrainable(tune.Trainable):
                 timeout_s=ctx.rendezvous_timeout_s, nics=ctx.nics,
             )
             self.workers.start()
-        self._check_data()
-        spec = self._trial_spec()
         # the trial's run opens when the trial trains (its first step or restore), not here: Tune may set up an actor
         # for a trial and then discard it for a cached one, and that actor's cleanup must not touch the run
         self.tracker = None
-        self._on_ranks(_rank_setup, [spec], what="the trial's setup", setup=True)
+        self.data_error = self._check_data()
+        if self.data_error is not None:
+            return  # raised by the first step: an error while Tune hands a warm actor over stalls the run
+        self._on_ranks(_rank_setup, [self._trial_spec()], what="the trial's setup", setup=True)
         self.timing["hpo.setup_s"] = time.time() - self.trial_started
 
-    def _check_data(self) -> None:
-        """The data file is still the one the campaign started with (size and mtime; SHA-256 when they differ): a
-        file replaced mid-campaign fails every new trial with both checksums, and trials that finished stay as
-        they are."""
+    def _check_data(self) -> DataError | None:
+        """Whether the data file is still the one the campaign started with (size and mtime; SHA-256 when they
+        differ): the error when not. A file replaced mid-campaign fails the new trial with both checksums
+        (:class:`trainables.errors.DataChangedError`, which ends the campaign), and finished trials stay as they are."""
         from trainables.data.integrity import verify_fingerprint
 
         if self.context.data_fingerprint is None:
-            return
+            return None
         try:
             verify_fingerprint(self.context.data_fingerprint)
         except DataError as exc:
-            self._tracking()
-            self._close_tracking("FAILED", exc.message)
-            raise
+            return exc
+        return None
 
     def step(self) -> dict[str, Any]:
         """Train and validate one epoch on every rank; report rank 0's (rank-averaged) metrics."""
         started = time.time()
         self._tracking()
+        error: DataError | None = getattr(self, "data_error", None)
+        if error is not None:
+            self._close_tracking("FAILED", error.message)
+            raise error
         metrics = self._on_ranks(_rank_epoch, what=f"epoch {self.epoch + 1}")[0]
         self.busy_s += time.time() - started
         self.epoch += 1
@@ -265,6 +269,8 @@ class HorovodTrainable(tune.Trainable):
         hyperparameters PBT gave it (:meth:`reset_config`); the new values and where they came from go to
         tracking (:meth:`TrialTracking.log_perturbation`), since MLflow keeps a parameter's first value.
         """
+        if getattr(self, "data_error", None) is not None:
+            return  # the ranks were not set up; the first step fails the trial with the data error
         self._tracking()
         directory = Path(checkpoint if isinstance(checkpoint, (str, os.PathLike)) else checkpoint["path"])
         source = _checkpoint_source(directory)

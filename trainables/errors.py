@@ -7,6 +7,8 @@ traceback). Anything else that escapes is a bug and gets a traceback.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class HpoError(Exception):
     """An error the user can fix: bad campaign file, bad data file, unreachable service.
@@ -36,6 +38,19 @@ class DataError(HpoError):
         super().__init__(f"{where}: {message}")
         self.path = str(path)
         self.key = key
+        self.detail = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # raised on a Ray actor and re-raised in the driver: it travels pickled, with its own arguments
+        return type(self), (self.path, self.detail, self.key)
+
+
+class DataChangedError(DataError):
+    """The campaign's data file is no longer the one it started with (replaced or rewritten mid-campaign).
+
+    Not a trial's failure but the campaign's: the driver stops it at the first one, since every new trial would
+    train on other data than the finished ones (``orchestrator.progress`` recognises it by this class's name).
+    """
 
 
 class TrialError(HpoError):

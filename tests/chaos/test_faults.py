@@ -6,6 +6,9 @@ Slow (each is a whole campaign, about a minute or two on 2 cores) and run in CI.
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -165,3 +168,42 @@ def test_every_trial_failing_exits_1_with_the_first_error(chaos_campaign: Any, m
     out = campaign.output()
     assert "all 2 trials failed; first error: rank 0 on " in out and "injected fault" in out, out[-3000:]
     check_invariants(mlflow_server, campaign, epochs=2, parent_status="FAILED")  # the campaign failed, and says so
+
+
+def test_a_data_file_replaced_mid_campaign_stops_new_trials(tmp_path: Path, calo_file: Path, mlflow_server: str) -> None:
+    """The data file is replaced while the first trial trains: that trial finishes as it was, the next one fails at
+    its start naming the file and both checksums, and the campaign stops there (no third trial), exit 1."""
+    from tests.chaos.harness import kill_session, new_campaign
+    from trainables.data.generate import write_calo
+
+    data = tmp_path / "calo.h5"
+    shutil.copyfile(calo_file, data)  # the session's file stays as it is
+    campaign = new_campaign(tmp_path, "swapped", mlflow_server, data, workers=1, trials=3, epochs=2, retries=1,
+                            fail=None, epoch_sleep=2)
+    campaign.launch()
+    try:
+        first = campaign.running_epoch(1)
+        write_calo(tmp_path / "other.h5", events=1200, seed=99, progress=False)
+        os.replace(tmp_path / "other.h5", data)  # as a copy that lands under the same name would
+        assert campaign.wait() == 1, campaign.output()[-4000:]
+    finally:
+        if campaign.driver is not None and campaign.driver.poll() is None:
+            kill_session(campaign.driver.pid)
+    out = campaign.output()
+    records = campaign.records()
+    assert records[first]["state"] == "FINISHED" and records[first]["epoch"] == 2
+    assert len(records) == 2, records  # the third trial never started
+    failed = next(r for t, r in records.items() if t != first)
+    assert failed["state"] == "FAILED", failed
+    reason = re.fullmatch(rf"{re.escape(str(data))}: replaced since the campaign started: SHA-256 ([0-9a-f]{{64}}) now, "
+                          r"([0-9a-f]{64}) at launch; put the original file back, or start a new campaign for the new data",
+                          failed["error"])
+    assert reason and reason.group(1) != reason.group(2), failed["error"]
+    state = json.loads((campaign.root / "swapped" / "state.json").read_text())
+    assert state["status"] == "failed" and state["message"] == f"campaign 'swapped' stopped, no new trials: {failed['error']}"
+    flat = " ".join(out.split())  # the printed table and last line wrap at the terminal's width
+    assert "campaign 'swapped' stopped, no new trials:" in flat and reason.group(2) in out, out[-3000:]
+    c = MlflowClient(mlflow_server)
+    experiment = c.get_experiment_by_name("swapped").experiment_id
+    [run] = c.search_runs([experiment], f"tags.`hpo.trial_id` = '{first}'")
+    assert run.info.status == "FINISHED" and len(c.get_metric_history(run.info.run_id, "val_auc")) == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -13,6 +14,8 @@ from typing import Any
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
+
+from trainables.data.generate import write_calo
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +49,9 @@ def test_stop_resume_extend(tmp_path: Path, calo_file: Path, mlflow_server: str,
     env = {**os.environ, "HPO_CAMPAIGNS_DIR": str(tmp_path / "campaigns"), "PYTHONUNBUFFERED": "1"}
     root = tmp_path / "campaigns"
     spec = tmp_path / "life.yaml"
-    spec.write_text(CAMPAIGN.format(data=calo_file, uri=mlflow_server))
+    data = tmp_path / "calo.h5"
+    shutil.copyfile(calo_file, data)  # replaced at the end; the session's file stays as it is
+    spec.write_text(CAMPAIGN.format(data=data, uri=mlflow_server))
 
     driver = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "launch", str(spec), "--no-progress"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -93,3 +98,14 @@ def test_stop_resume_extend(tmp_path: Path, calo_file: Path, mlflow_server: str,
     assert numbers == [0, 1, 2, 3, 4, 5]  # the new trials were asked from the same study: the sampler saw the others
     status = hpo("status", "life", env=env)
     assert status.returncode == 0 and "6/6" in status.stdout
+
+    # the data file replaced after the launch: a further extension is refused before anything starts
+    launched_sha = json.loads((root / "life" / "state.json").read_text())["data_sha256"]
+    write_calo(tmp_path / "other.h5", events=1200, seed=98, progress=False)
+    os.replace(tmp_path / "other.h5", data)
+    refused = hpo("extend", "life", "--trials", "1", "--no-progress", env=env)
+    assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]
+    line = refused.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: workload.data.path: ") and "replaced since campaign 'life' was launched" in line
+    assert launched_sha in line and str(data) in line and "Traceback" not in refused.stderr
+    assert len(records(root)) == 6  # nothing started

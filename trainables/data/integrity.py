@@ -27,7 +27,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from trainables.errors import DataError
+from trainables.errors import DataChangedError, DataError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 NPY_MAGIC = b"\x93NUMPY"
@@ -232,6 +232,16 @@ def _pieces(ds: h5py.Dataset) -> list[tuple[slice, ...]]:
     return [(slice(s, min(s + step, ds.shape[0])),) for s in range(0, ds.shape[0], step)]
 
 
+def has_checksums(path: str) -> bool:
+    """Whether every dataset of ``path`` carries Fletcher-32 checksums (a damaged chunk then fails to read rather than
+    reading back as other numbers); False too when the file cannot be read."""
+    try:
+        with h5py.File(path, "r") as f:
+            return all(ds.fletcher32 for ds in datasets(f).values())
+    except (OSError, ValueError, KeyError):
+        return False
+
+
 def verify_chunks(path: str, advance: Callable[[int, int], None] | None = None) -> Verification:
     """Read every chunk of every dataset of ``path`` (decoding it, and verifying its Fletcher-32 checksum where it
     has one), past damaged ones, so that every damaged event range is found.
@@ -305,7 +315,8 @@ def verify_fingerprint(recorded: Fingerprint) -> None:
     """Check cheaply that the file is still the one ``recorded`` (size and mtime; the SHA-256 only when they differ).
 
     Raises:
-        DataError: the file is gone, unreadable, or its content changed since it was recorded (both checksums named).
+        DataError: the file is gone or unreadable on this node.
+        DataChangedError: its content changed since it was recorded (both checksums named).
     """
     if not os.path.lexists(recorded.path):
         raise DataError(recorded.path, f"not found on {socket.gethostname()}, where a trial starts; the data must be on "
@@ -315,7 +326,7 @@ def verify_fingerprint(recorded: Fingerprint) -> None:
         return
     now = _sha256(recorded.path, st.st_size, st.st_mtime_ns, st.st_ino)
     if now != recorded.sha256:
-        raise DataError(recorded.path, f"replaced since the campaign started: SHA-256 {now} now, {recorded.sha256} at "
+        raise DataChangedError(recorded.path, f"replaced since the campaign started: SHA-256 {now} now, {recorded.sha256} at "
                         "launch; put the original file back, or start a new campaign for the new data")
 
 
