@@ -17,9 +17,10 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from trainables.errors import HpoError
@@ -219,9 +220,6 @@ def check_storage(storage: str, cluster: ClusterInfo, field: str = "storage") ->
     """
     if not cluster.multi_node or is_uri(storage):
         return
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     path = Path(storage.removeprefix("file://"))
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -230,10 +228,7 @@ def check_storage(storage: str, cluster: ClusterInfo, field: str = "storage") ->
     except OSError as exc:
         raise HpoError(f"{field}: cannot write to {path} ({exc.strerror or exc}); choose a writable shared path") from None
     try:
-        probe = ray.remote(num_cpus=0, max_retries=0)(_sees)
-        refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n.node_id, soft=False)).remote(str(marker))
-                for n in cluster.nodes]
-        seen = ray.get(refs, timeout=120)
+        seen = _on_every_node(_sees, str(marker), cluster)
     finally:
         marker.unlink(missing_ok=True)
     blind = [n for n, ok in zip(cluster.nodes, seen, strict=True) if not ok]
@@ -248,6 +243,48 @@ def check_storage(storage: str, cluster: ClusterInfo, field: str = "storage") ->
 
 def _sees(marker: str) -> bool:
     return Path(marker).is_file()
+
+
+def check_data(path: str, cluster: ClusterInfo, field: str = "workload.data.path") -> None:
+    """On several nodes, the data file must be the same file on every node (trials start anywhere): a task on each
+    node reads its size there, and a node where it is missing, unreadable or of another size is named.
+
+    A path local to the driver's node (``/tmp``, a node-local scratch disk) is the usual cause; a single node needs
+    nothing (the data checks already read the file).
+    """
+    if not cluster.multi_node:
+        return
+    size = Path(path).stat().st_size
+    seen = _on_every_node(_size_of, path, cluster)
+    blind = [(n, found) for n, found in zip(cluster.nodes, seen, strict=True) if found != size]
+    if blind:
+        names = ", ".join(f"{n.hostname} ({n.address}): {found if isinstance(found, str) else f'{found} bytes'}"
+                          for n, found in blind[:3])
+        raise HpoError(
+            f"{field}: {path} ({size} bytes here) is not the same file on {len(blind)} of the Ray cluster's "
+            f"{len(cluster.nodes)} nodes ({names}); put it on a file system every node mounts at the same path"
+        )
+
+
+def _size_of(path: str) -> int | str:
+    try:
+        with open(path, "rb"):  # readable, not just listed
+            return os.stat(path).st_size
+    except FileNotFoundError:
+        return "not found"
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+
+
+def _on_every_node(task: Callable[[str], Any], argument: str, cluster: ClusterInfo, timeout: float = 120) -> list[Any]:
+    """``task(argument)`` run once on each node of ``cluster`` (no CPU held), results in node order."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    remote = ray.remote(num_cpus=0, max_retries=0)(task)
+    refs = [remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n.node_id, soft=False)).remote(argument)
+            for n in cluster.nodes]
+    return list(ray.get(refs, timeout=timeout))
 
 
 def check_tracking_uri(uri: str, cluster: ClusterInfo) -> None:

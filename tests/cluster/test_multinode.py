@@ -8,6 +8,7 @@ would be missing, and a loopback tracking URI would reach the wrong node.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -87,11 +88,15 @@ def refused(proc: subprocess.CompletedProcess[str], *words: str) -> str:
     ("local-storage", ["--set", "storage=null"], {}, ["storage (default: the campaigns directory)", "/tmp/campaigns",
                                                       "do not see it", "s3://"]),
     ("loopback-tracking", ["--set", "tracking.uri=http://127.0.0.1:5000"], {}, ["loopback", "cannot reach"]),
+    ("local-data", ["--set", "workload.data.path=/tmp/local-calo.h5"], {},
+     ["workload.data.path", "/tmp/local-calo.h5", "not the same file on 2 of", "not found", "every node mounts"]),
 ])
 def test_bad_cluster_input_is_refused_before_anything_starts(emulated: Emulated, shared_calo: Path, case: str,
                                                               args: list[str], env: dict[str, str], words: list[str]) -> None:
     name = f"bad-{case}"
     file = write_campaign(emulated, shared_calo, name)
+    if case == "local-data":  # on the driver's node only: its /tmp is its own
+        shutil.copyfile(shared_calo, emulated.node_tmp(1) / "local-calo.h5")
     if "--address" in args:  # replaces the head's address given by launch()
         proc = emulated.hpo(1, "launch", file, "--no-progress", "--campaigns-dir", CAMPAIGNS, *args, env=NODE_ENV, timeout=300)
     else:
