@@ -202,11 +202,15 @@ class Trial:
         for name, value in losses.items():
             v = float(value)
             if not math.isfinite(v):
+                from trainables.data.integrity import has_checksums
+
                 lrs = ", ".join(f"{k}={v:g}" for k, v in self.params.items() if "learning_rate" in k)
+                # silent corruption can pass for divergence only in a file whose chunks carry no checksums
+                unchecked = "" if has_checksums(self.spec.data.path) else (
+                    f" (or, since the file has no checksums, run `hpo data check --deep {self.spec.data.path}`)")
                 raise TrialError(
                     f"{name} became {v} at epoch {self.epoch + 1}, step {step}; the training diverged: lower the "
-                    f"learning rate ({lrs}) or raise warmup_epochs (or, for a file without checksums, run `hpo data "
-                    f"check --deep {self.spec.data.path}`)"
+                    f"learning rate ({lrs}) or raise warmup_epochs{unchecked}"
                 )
 
     # --- checkpoints ------------------------------------------------------------------------------------
