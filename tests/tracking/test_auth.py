@@ -17,28 +17,13 @@ from typing import Any
 
 import pytest
 
+from tests.tracking.campaigns import small_campaign
+
 pytestmark = pytest.mark.slow
 
 ADMIN_PASSWORD = "admin-pass-for-tests-0123"
 USERS = {"alice": "alice-pass-for-tests-0123", "bob": "bob-pass-for-tests-0123"}
 
-CAMPAIGN = """\
-name: guarded
-workload:
-  name: lhc_cnn
-  data: {{path: {data}}}
-  params: {{batch_size: 32, conv_blocks: 2, filters: 8, dense_units: 16}}
-search:
-  space:
-    learning_rate: {{type: float, low: 1.0e-3, high: 3.0e-3, log: true}}
-  sampler: {{name: random}}
-  scheduler: {{name: fifo}}
-  objective: {{metric: val_auc, mode: max}}
-budget: {{trials: 2}}
-trial: {{workers: 1, epochs: 1}}
-tracking: {{uri: {uri}}}
-seed: 3
-"""
 
 
 def as_user(name: str | None) -> dict[str, str]:
@@ -94,8 +79,7 @@ def test_an_unauthenticated_request_is_refused(guarded: dict[str, Any]) -> None:
 
 def test_a_campaign_without_credentials_stops_with_one_line(guarded: dict[str, Any], calo_file: Path, tmp_path: Path,
                                                             hpo: Callable[..., Any]) -> None:
-    path = tmp_path / "guarded.yaml"
-    path.write_text(CAMPAIGN.format(data=calo_file, uri=guarded["uri"]))
+    path = small_campaign(tmp_path, "guarded", calo_file, guarded["uri"])
     result = hpo("launch", str(path), "--campaigns-dir", str(tmp_path / "campaigns"), "--no-progress",
                  env=as_user(None), timeout=600)
     assert result.returncode == 2, result.stdout + result.stderr
@@ -111,8 +95,7 @@ def test_an_authenticated_campaign_logs_and_a_reader_cannot_write(guarded: dict[
     from mlflow.server.auth.client import AuthServiceClient
     from mlflow.tracking import MlflowClient
 
-    path = tmp_path / "guarded.yaml"
-    path.write_text(CAMPAIGN.format(data=calo_file, uri=guarded["uri"]))
+    path = small_campaign(tmp_path, "guarded", calo_file, guarded["uri"])
     result = hpo("launch", str(path), "--campaigns-dir", str(tmp_path / "campaigns"), "--no-progress",
                  env=as_user("alice"), timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]

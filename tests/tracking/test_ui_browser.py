@@ -19,27 +19,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.tracking.campaigns import small_campaign
+
 pytestmark = pytest.mark.slow
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 NAME = "ui-browser"
-CAMPAIGN = """\
-name: {name}
-workload:
-  name: lhc_cnn
-  data: {{path: {data}}}
-  params: {{batch_size: 64, conv_blocks: 2, filters: 8, dense_units: 16}}
-search:
-  space:
-    learning_rate: {{type: float, low: 1.0e-3, high: 3.0e-3, log: true}}
-    optimizer: {{type: categorical, choices: [adam, sgd]}}
-  sampler: {{name: random}}
-  objective: {{metric: val_auc, mode: max}}
-budget: {{trials: 2}}
-trial: {{workers: 1, epochs: 1}}
-tracking: {{uri: {uri}}}
-seed: 3
-"""
 TIMEOUT_MS = 45_000  # every wait in the browser; the UI answers in seconds on an idle machine
 
 
@@ -90,8 +75,7 @@ def campaign(tmp_path_factory: pytest.TempPathFactory, calo_file: Path, mlflow_s
             pytest.fail(f"CI runs as root, so `make test` should have installed Chromium and Playwright: {why}")
         pytest.skip(why)
     root = tmp_path_factory.mktemp("ui-campaigns")
-    path = root / f"{NAME}.yaml"
-    path.write_text(CAMPAIGN.format(name=NAME, data=calo_file, uri=mlflow_server))
+    path = small_campaign(root, NAME, calo_file, mlflow_server)
     launched = hpo("launch", str(path), "--campaigns-dir", str(root), "--no-progress", timeout=900)
     assert launched.returncode == 0, launched.stderr[-3000:]
     best = hpo("best", NAME, "--campaigns-dir", str(root), "--k", "2", timeout=120)
