@@ -119,10 +119,8 @@ def _check_data_unchanged(spec: CampaignSpec, cdir: CampaignDir) -> None:
     recorded = cdir.state().get("data_sha256")
     if not recorded:
         return
-    from trainables.data.integrity import fingerprint
-
     path = spec.config.workload.data.path
-    now = fingerprint(path).sha256
+    now = _data_sha256(spec)
     if now != recorded:
         raise HpoError(f"workload.data.path: {path} was replaced since campaign '{cdir.name}' was launched: SHA-256 "
                        f"{now} now, {recorded} at launch; put the original file back, or launch a new campaign for "
@@ -380,9 +378,9 @@ def _run(spec: CampaignSpec, cdir: CampaignDir, prepared: Prepared, *, run: str,
 
 
 def _data_sha256(spec: CampaignSpec) -> str:
-    from trainables.data.integrity import fingerprint
+    from trainables.data.integrity import sha256_of
 
-    return fingerprint(spec.config.workload.data.path).sha256
+    return sha256_of(spec.config.workload.data.path)
 
 
 @contextlib.contextmanager

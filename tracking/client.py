@@ -322,14 +322,11 @@ def finish_campaign(uri: str, experiment: str, parent_run_id: str, uid: str, sta
 
 
 def file_facts(path: str) -> dict[str, Any]:
-    """Path, size and SHA-256 of a data file (checksummed in 8 MiB blocks)."""
-    import hashlib
+    """Path, size and SHA-256 of a data file (read once per process and file version: the driver's data checks
+    share it, :func:`trainables.data.integrity.sha256_of`)."""
+    from trainables.data.integrity import sha256_of
 
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(8 << 20), b""):
-            digest.update(block)
-    return {"path": str(Path(path).absolute()), "bytes": Path(path).stat().st_size, "sha256": digest.hexdigest()}
+    return {"path": str(Path(path).absolute()), "bytes": Path(path).stat().st_size, "sha256": sha256_of(path)}
 
 
 def versions() -> dict[str, str]:

@@ -304,6 +304,13 @@ def _sha256(path: str, size: int, mtime_ns: int, inode: int) -> str:
     return digest.hexdigest()
 
 
+def sha256_of(path: str) -> str:
+    """The SHA-256 of the file at ``path`` (any file), computed once per process and file version (size, mtime,
+    inode): the launch's ``environment.json``, ``state.json`` and the trials' fingerprint share one reading."""
+    st = os.stat(path)
+    return _sha256(path, st.st_size, st.st_mtime_ns, st.st_ino)
+
+
 def fingerprint(path: str) -> Fingerprint:
     """The fingerprint of ``path`` now (its SHA-256 computed once per process and file version)."""
     st = check_path(path)
